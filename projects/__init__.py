@@ -1,0 +1,1 @@
+"""Framework plugins: detection (MMDetection), video (MMAction2), translation (Fairseq)."""
