@@ -19,6 +19,7 @@ before the Runner loads a checkpoint. Never set
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Callable, List, Tuple, Union
 
 import numpy as np
@@ -39,12 +40,12 @@ def history_buffer_method(owner: Any, name: str) -> Callable:
     from mmengine.logging.history_buffer import HistoryBuffer
 
     if owner is not HistoryBuffer or not isinstance(name, str):
-        raise TypeError(f"weights_only load: getattr({owner!r}, {name!r}) is not allowlisted")
+        raise pickle.UnpicklingError(f"weights_only load: getattr({owner!r}, {name!r}) is not allowlisted")
     methods = dict(HistoryBuffer._statistics_methods)
     methods.update(min=HistoryBuffer.min, max=HistoryBuffer.max,
                    current=HistoryBuffer.current, mean=HistoryBuffer.mean)
     if name not in methods:
-        raise TypeError(f"weights_only load: HistoryBuffer.{name} is not a registered statistics method")
+        raise pickle.UnpicklingError(f"weights_only load: HistoryBuffer.{name} is not a registered statistics method, not allowlisted")
     return methods[name]
 
 
