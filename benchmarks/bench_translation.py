@@ -1,0 +1,199 @@
+"""rescale_transformer vs fairseq's LayerNorm Transformer: training speed, memory, quality.
+
+1. Speed and memory (in process, same dimensions, same batch, same optimizer):
+   training tokens/s of ``rescale_transformer_wmt_en_de`` and
+   ``transformer_wmt_en_de`` (6+6 layers, 512-d, shared 32k vocabulary by default),
+   measured in alternating rounds in one run so both see the same machine load;
+   the ratio is printed (target >= 1.05x). Memory: bytes of activations saved for
+   the backward pass per step (deterministic; the part LayerNorm adds to), the
+   peak CUDA memory on a GPU, and parameter counts.
+2. Quality: BLEU on the generated reversal task (``projects/translation/toy_task.py``)
+   after the same number of updates, for ``rescale_transformer`` and ``transformer``
+   with the same tiny dimensions, through the real fairseq CLIs.
+
+    .venv/bin/python benchmarks/bench_translation.py            # both parts
+    .venv/bin/python benchmarks/bench_translation.py --skip-quality
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from projects.translation import toy_task  # noqa: E402
+
+
+def build(arch: str, vocab: int, device: torch.device, extra=()):
+    from fairseq import options, utils
+    from fairseq.data import Dictionary
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    utils.import_user_module(argparse.Namespace(user_dir=toy_task.PLUGIN_DIR))
+    args = options.parse_args_and_arch(
+        options.get_training_parser(),
+        ["unused", "--user-dir", toy_task.PLUGIN_DIR, "--arch", arch, "--share-all-embeddings", *extra],
+    )
+    d = Dictionary()
+    for i in range(vocab - d.nspecial):
+        d.add_symbol(f"w{i}")
+    task = types.SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    return ARCH_MODEL_REGISTRY[arch].build_model(args, task).to(device), d
+
+
+def make_batch(d, bsz: int, length: int, gen: torch.Generator, device):
+    src = torch.randint(d.nspecial, len(d), (bsz, length), generator=gen).to(device)
+    tgt = torch.randint(d.nspecial, len(d), (bsz, length), generator=gen).to(device)
+    prev = torch.cat([torch.full((bsz, 1), d.eos(), device=device), tgt[:, :-1]], 1)
+    lengths = torch.full((bsz,), length, device=device)
+    return src, lengths, prev, tgt
+
+
+def train_step(model, opt, batch, amp: bool):
+    src, lengths, prev, tgt = batch
+    with torch.autocast(device_type=src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(src, lengths, prev)[0]
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), tgt.view(-1), label_smoothing=0.1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def saved_activation_bytes(model, opt, batch, amp: bool) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one step
+    (parameters excluded, each storage counted once)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s.data_ptr() not in params:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        train_step(model, opt, batch, amp)
+    return sum(seen.values())
+
+
+def bench_speed(args):
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    amp = device.type == "cuda"
+    torch.set_num_threads(args.threads)
+    archs = ["rescale_transformer_wmt_en_de", "transformer_wmt_en_de"]
+    extra = ["--dropout", "0.1"]
+    runs = {}
+    for arch in archs:
+        torch.manual_seed(0)
+        model, d = build(arch, args.vocab, device, extra)
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+        gen = torch.Generator().manual_seed(0)
+        batches = [make_batch(d, args.batch, args.length, gen, device) for _ in range(4)]
+        for i in range(args.warmup):  # includes the 8 AddBias calibration steps
+            train_step(model, opt, batches[i % len(batches)], amp)
+        runs[arch] = dict(model=model, opt=opt, batches=batches, tps=[],
+                          params=sum(p.numel() for p in model.parameters()))
+    tokens = args.batch * args.length * args.steps
+    for r in range(args.repeats):
+        order = archs if r % 2 == 0 else archs[::-1]
+        for arch in order:
+            run = runs[arch]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for i in range(args.steps):
+                train_step(run["model"], run["opt"], run["batches"][i % len(run["batches"])], amp)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            run["tps"].append(tokens / (time.perf_counter() - t0))
+    for arch in archs:
+        run = runs[arch]
+        run["saved"] = saved_activation_bytes(run["model"], run["opt"], run["batches"][0], amp)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            train_step(run["model"], run["opt"], run["batches"][0], amp)
+            torch.cuda.synchronize()
+            run["peak"] = torch.cuda.max_memory_allocated()
+    return device, runs
+
+
+def bench_quality(args):
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        text = toy_task.write_corpus(os.path.join(tmp, "text"))
+        data_bin = toy_task.preprocess(text, os.path.join(tmp, "data-bin"))
+        for arch in ("rescale_transformer", "transformer"):
+            bleus = []
+            for seed in range(1, args.quality_seeds + 1):
+                save = os.path.join(tmp, f"{arch}-{seed}")
+                t0 = time.perf_counter()
+                toy_task.train(data_bin, save, arch, max_update=args.quality_updates, seed=seed,
+                               threads=args.threads)
+                secs = time.perf_counter() - t0
+                gen = toy_task.generate(data_bin, os.path.join(save, "checkpoint_last.pt"), threads=args.threads)
+                bleus.append((toy_task.parse_bleu(gen), secs))
+            out[arch] = bleus
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32, help="sentences per batch (speed part)")
+    p.add_argument("--length", type=int, default=32, help="tokens per sentence, source and target")
+    p.add_argument("--vocab", type=int, default=32768, help="shared vocabulary size")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per round")
+    p.add_argument("--repeats", type=int, default=6, help="timed rounds per model (alternating)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (>= 8: AddBias calibration)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cpu", action="store_true", help="measure on the CPU even if a GPU is present")
+    p.add_argument("--quality-updates", type=int, default=600)
+    p.add_argument("--quality-seeds", type=int, default=2)
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    args = p.parse_args(argv)
+
+    if not args.skip_speed:
+        device, runs = bench_speed(args)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
+        print(f"\n## Training speed and memory ({name}; batch {args.batch} x {args.length} tokens, "
+              f"vocab {args.vocab}, {args.repeats} rounds of {args.steps} steps, median)\n")
+        print("| arch | params | target tokens/s (median) | min..max | saved activations / step |"
+              + (" peak CUDA memory |" if device.type == "cuda" else ""))
+        print("|---|---|---|---|---|" + ("---|" if device.type == "cuda" else ""))
+        for arch, run in runs.items():
+            row = (f"| {arch} | {run['params'] / 1e6:.1f} M | {statistics.median(run['tps']):.0f} | "
+                   f"{min(run['tps']):.0f}..{max(run['tps']):.0f} | {run['saved'] / 2**20:.1f} MiB |")
+            if device.type == "cuda":
+                row += f" {run['peak'] / 2**20:.0f} MiB |"
+            print(row)
+        r, b = runs["rescale_transformer_wmt_en_de"], runs["transformer_wmt_en_de"]
+        ratio = statistics.median(r["tps"]) / statistics.median(b["tps"])
+        print(f"\nspeed ratio rescale / layernorm: {ratio:.3f}x (target >= 1.05x: "
+              f"{'met' if ratio >= 1.05 else 'NOT met'}); saved-activation ratio "
+              f"{r['saved'] / b['saved']:.3f}")
+    if not args.skip_quality:
+        res = bench_quality(args)
+        print(f"\n## Quality on the generated reversal task ({args.quality_updates} updates, tiny model "
+              f"2+2 layers, 64-d; beam 4; fairseq-generate BLEU on 200 test sentences)\n")
+        print("| arch | seed | BLEU | train time (s) |")
+        print("|---|---|---|---|")
+        for arch, rows in res.items():
+            for seed, (bleu, secs) in enumerate(rows, 1):
+                print(f"| {arch} | {seed} | {bleu:.2f} | {secs:.0f} |")
+        for arch, rows in res.items():
+            print(f"{arch}: mean BLEU {statistics.mean(b for b, _ in rows):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""RescaleNet for fairseq: ``--user-dir projects/translation/rescale_fairseq``.
+
+Registers the model ``rescale_transformer`` and the architectures
+``rescale_transformer``, ``rescale_transformer_wmt_en_de``,
+``rescale_transformer_vaswani_wmt_en_de_big`` and
+``rescale_transformer_iwslt_de_en``, and allowlists what fairseq checkpoints hold
+for torch's ``weights_only`` loading, so ``fairseq-generate --path ...`` works with
+it kept on. See ``projects/translation/README.md``.
+"""
+from .safe_globals import register_fairseq_safe_globals
+
+register_fairseq_safe_globals()
+
+from .model import (  # noqa: E402  (registers the model and its architectures)
+    RescaleTransformerDecoder,
+    RescaleTransformerEncoder,
+    RescaleTransformerModel,
+    check_rescale_args,
+)

@@ -1,0 +1,159 @@
+"""A generated parallel corpus and the fairseq command lines around it.
+
+The task: each source sentence is a random sequence of words from a small source
+vocabulary; its translation is the same sentence *reversed*, every word replaced
+through a fixed one-to-one lexicon. A model has to learn the lexicon and to
+attend to the mirrored position, so BLEU goes from about 0 (untrained) to 100.
+Shared by ``tests/test_translation_e2e.py`` and ``benchmarks/bench_translation.py``.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "PLUGIN_DIR",
+    "make_lexicon",
+    "make_pair",
+    "write_corpus",
+    "fairseq_cli",
+    "preprocess",
+    "train",
+    "generate",
+    "parse_bleu",
+    "TINY_MODEL_ARGS",
+]
+
+PLUGIN_DIR = str(Path(__file__).resolve().parent / "rescale_fairseq")
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+# a model small enough to train to a clear BLEU on 2 CPU cores in about a minute
+TINY_MODEL_ARGS = [
+    "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
+    "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+]
+
+
+def make_lexicon(vocab_size: int, seed: int = 0) -> Dict[str, str]:
+    """A fixed random one-to-one map from source words ``s0..`` to target words ``t0..``."""
+    targets = [f"t{i}" for i in range(vocab_size)]
+    random.Random(seed).shuffle(targets)
+    return {f"s{i}": t for i, t in enumerate(targets)}
+
+
+def make_pair(rng: random.Random, lexicon: Dict[str, str], min_len: int, max_len: int) -> Tuple[str, str]:
+    src = [rng.choice(sorted(lexicon)) for _ in range(rng.randint(min_len, max_len))]
+    return " ".join(src), " ".join(lexicon[w] for w in reversed(src))
+
+
+def write_corpus(
+    out_dir: str,
+    n_train: int = 4000,
+    n_valid: int = 200,
+    n_test: int = 200,
+    vocab_size: int = 24,
+    min_len: int = 3,
+    max_len: int = 8,
+    seed: int = 0,
+) -> str:
+    """Write ``{train,valid,test}.{src,tgt}`` to ``out_dir``; returns ``out_dir``."""
+    if vocab_size < 1 or not 1 <= min_len <= max_len:
+        raise ValueError("need vocab_size >= 1 and 1 <= min_len <= max_len")
+    lexicon = make_lexicon(vocab_size, seed)
+    rng = random.Random(seed + 1)
+    os.makedirs(out_dir, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        pairs = [make_pair(rng, lexicon, min_len, max_len) for _ in range(n)]
+        for side, idx in (("src", 0), ("tgt", 1)):
+            with open(os.path.join(out_dir, f"{split}.{side}"), "w") as f:
+                f.write("".join(p[idx] + "\n" for p in pairs))
+    return out_dir
+
+
+def fairseq_cli(name: str) -> List[str]:
+    """The command for a fairseq console script (``fairseq-train`` ...) of the running
+    interpreter's environment."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    module = {"fairseq-preprocess": "preprocess", "fairseq-train": "train",
+              "fairseq-generate": "generate", "fairseq-interactive": "interactive"}[name]
+    return [sys.executable, "-c", f"from fairseq_cli.{module} import cli_main; cli_main()"]
+
+
+def _run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900) -> str:
+    proc = subprocess.run(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}")
+    return proc.stdout
+
+
+def _env(threads: int) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # the plugin imports ``rescalenet``: found when the repository is pip-installed
+    # (``make setup``), and from a bare checkout through PYTHONPATH
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def preprocess(text_dir: str, data_bin: str, threads: int = 1) -> str:
+    """``fairseq-preprocess`` of the corpus in ``text_dir`` into ``data_bin``."""
+    _run(fairseq_cli("fairseq-preprocess") + [
+        "--source-lang", "src", "--target-lang", "tgt",
+        "--trainpref", f"{text_dir}/train", "--validpref", f"{text_dir}/valid",
+        "--testpref", f"{text_dir}/test", "--destdir", data_bin,
+        "--workers", "1",
+    ], env=_env(threads))
+    return data_bin
+
+
+def train(
+    data_bin: str,
+    save_dir: str,
+    arch: str,
+    max_update: int,
+    extra: Sequence[str] = (),
+    threads: int = 1,
+    seed: int = 1,
+) -> str:
+    """``fairseq-train --user-dir <plugin> --cpu`` with the tiny model and an
+    inverse-sqrt Adam recipe; returns the log."""
+    return _run(fairseq_cli("fairseq-train") + [
+        data_bin, "--user-dir", PLUGIN_DIR, "--cpu", "--arch", arch, *TINY_MODEL_ARGS,
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+        "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
+        "--warmup-init-lr", "1e-7", "--dropout", "0.0",
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--max-tokens", "1500", "--max-update", str(max_update), "--seed", str(seed),
+        # validate and save once, at the end (fairseq always does when training stops)
+        "--save-dir", save_dir, "--no-epoch-checkpoints", "--save-interval", "100000",
+        "--validate-interval", "100000", "--num-workers", "0", "--log-format", "simple",
+        "--log-interval", "50", "--no-progress-bar", *extra,
+    ], env=_env(threads))
+
+
+def generate(data_bin: str, checkpoint: str, extra: Sequence[str] = (), threads: int = 1) -> str:
+    """``fairseq-generate --user-dir <plugin>`` on the test split; returns the output."""
+    return _run(fairseq_cli("fairseq-generate") + [
+        data_bin, "--user-dir", PLUGIN_DIR, "--cpu", "--path", checkpoint,
+        "--gen-subset", "test", "--beam", "4", "--batch-size", "128", *extra,
+    ], env=_env(threads))
+
+
+def parse_bleu(generate_output: str) -> float:
+    """The corpus BLEU fairseq-generate prints (``... BLEU = 87.12 ...``)."""
+    m = re.search(r"BLEU4? = ([0-9.]+)", generate_output)
+    if m is None:
+        raise ValueError("no BLEU score in the fairseq-generate output")
+    return float(m.group(1))

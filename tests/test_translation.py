@@ -1,0 +1,346 @@
+"""The fairseq plugin ``rescale_transformer`` (projects/translation/rescale_fairseq), in process."""
+import argparse
+import copy
+import fractions
+import io
+import math
+import os
+import types
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+fairseq = pytest.importorskip("fairseq")
+from fairseq import options, utils  # noqa: E402
+from fairseq.data import Dictionary  # noqa: E402
+from fairseq.models import ARCH_MODEL_REGISTRY  # noqa: E402
+
+from dist_utils import run_distributed  # noqa: E402
+from projects.translation.toy_task import PLUGIN_DIR  # noqa: E402
+from rescalenet.layers import AddBias, RescaledResidual, is_calibrated  # noqa: E402
+from rescalenet.transformer import init_attention_branch_, init_feedforward_branch_  # noqa: E402
+
+ARCHS = [
+    "rescale_transformer",
+    "rescale_transformer_wmt_en_de",
+    "rescale_transformer_vaswani_wmt_en_de_big",
+    "rescale_transformer_iwslt_de_en",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny matrices: one thread is faster than two, and much faster on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _plugin():
+    # the single import route fairseq uses (--user-dir): top-level module ``rescale_fairseq``
+    utils.import_user_module(argparse.Namespace(user_dir=PLUGIN_DIR))
+    import rescale_fairseq
+
+    return rescale_fairseq
+
+
+def _dictionary(n=20):
+    d = Dictionary()
+    for i in range(n):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def _args(arch="rescale_transformer", extra=()):
+    _plugin()
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(
+        parser, ["unused-data-dir", "--user-dir", PLUGIN_DIR, "--arch", arch, "--cpu", *extra]
+    )
+
+
+def _small(layers=2, dim=32, extra=()):
+    return [
+        "--encoder-layers", str(layers), "--decoder-layers", str(layers),
+        "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
+        "--encoder-ffn-embed-dim", str(2 * dim), "--decoder-ffn-embed-dim", str(2 * dim),
+        "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+        "--dropout", "0", *extra,
+    ]
+
+
+def _build(args, vocab=20):
+    plugin = _plugin()
+    d = _dictionary(vocab)
+    task = types.SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    return plugin.RescaleTransformerModel.build_model(args, task), d
+
+
+def _batch(d, bsz=6, length=7, gen=None, pad_to=None):
+    gen = gen or torch.Generator().manual_seed(0)
+    tokens = torch.randint(d.nspecial, len(d), (bsz, length), generator=gen)
+    if pad_to is not None:  # right padding, fairseq's target convention
+        tokens = torch.cat([tokens, torch.full((bsz, pad_to - length), d.pad())], dim=1)
+    return tokens
+
+
+def _forward(model, src, tgt):
+    lengths = src.ne(model.encoder.padding_idx).sum(1)
+    return model(src, lengths, tgt)[0]
+
+
+def test_architectures_are_registered_and_layer_fairseqs_presets():
+    plugin = _plugin()
+    for arch in ARCHS:
+        assert ARCH_MODEL_REGISTRY[arch] is plugin.RescaleTransformerModel
+    big = _args("rescale_transformer_vaswani_wmt_en_de_big")
+    assert (big.encoder_embed_dim, big.encoder_ffn_embed_dim, big.encoder_attention_heads) == (1024, 4096, 16)
+    assert big.dropout == 0.3 and big.rescale_multiplier == "scalar" and big.rescale_c is None
+    base = _args("rescale_transformer_wmt_en_de")
+    ref = options.parse_args_and_arch(options.get_training_parser(), ["x", "--arch", "transformer_wmt_en_de"])
+    for key in ("encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_layers", "decoder_layers", "dropout"):
+        assert getattr(base, key) == getattr(ref, key)
+    iwslt = _args("rescale_transformer_iwslt_de_en")
+    assert (iwslt.encoder_ffn_embed_dim, iwslt.encoder_attention_heads) == (1024, 4)
+    # user flags win over the preset, as for fairseq's own architectures
+    assert _args("rescale_transformer_wmt_en_de", ["--dropout", "0.2"]).dropout == 0.2
+
+
+def test_no_layernorm_anywhere_and_addbias_before_every_sublayer():
+    model, _ = _build(_args(extra=_small(layers=3)))
+    names = [type(m).__name__ for m in model.modules()]
+    assert not any("LayerNorm" in n for n in names)
+    assert not any(isinstance(m, nn.LayerNorm) for m in model.modules())
+    assert not any("layer_norm" in k or "layernorm" in k for k in model.state_dict())
+    enc, dec = model.encoder, model.decoder
+    # one AddBias per sublayer + one at each stack's output
+    assert sum(isinstance(m, AddBias) for m in enc.modules()) == 2 * 3 + 1
+    assert sum(isinstance(m, AddBias) for m in dec.modules()) == 3 * 3 + 1
+    assert sum(isinstance(m, RescaledResidual) for m in model.modules()) == 2 * 3 + 3 * 3
+    layer = enc.layers[0]
+    # fairseq's forward finds the AddBias in its pre-sublayer slot; fc1's bias moved before it
+    assert layer.self_attn_layer_norm is layer.self_attn_bias and layer.final_layer_norm is layer.ffn_bias
+    assert dec.layers[0].encoder_attn_layer_norm is dec.layers[0].encoder_attn_bias
+    assert enc.layer_norm is enc.final_bias and dec.layer_norm is dec.final_bias
+    assert layer.fc1.bias is None and layer.normalize_before
+
+
+@pytest.mark.parametrize("c", [None, 0, 5])
+def test_coefficients_keep_variance_and_equal_contribution(c):
+    extra = _small(layers=4, dim=64) + ([] if c is None else ["--rescale-c", str(c)])
+    model, _ = _build(_args(extra=extra))
+    for stack, per_layer in ((model.encoder, 2), (model.decoder, 3)):
+        L = per_layer * len(stack.layers)
+        cc = L - 1 if c is None else c
+        sums = [m for m in stack.modules() if isinstance(m, RescaledResidual)]
+        assert len(sums) == L
+        for i, res in enumerate(sums):  # modules() lists them in forward order
+            k = cc + i
+            assert res.shortcut_scale == pytest.approx(math.sqrt(k / (k + 1)))
+            assert res.residual_scale == pytest.approx(1 / math.sqrt(L))
+        weights = []
+        for layer in stack.layers:
+            branches = [(layer.self_attn.v_proj, layer.self_attn.out_proj, False)]
+            if getattr(layer, "encoder_attn", None) is not None:
+                branches.append((layer.encoder_attn.v_proj, layer.encoder_attn.out_proj, False))
+            branches.append((layer.fc1, layer.fc2, True))
+            for a, b, relu in branches:
+                # std of each homogeneous layer / base std = its init gain
+                ga = a.weight.std().item() * math.sqrt(a.weight.shape[1] / (2 if relu else 1))
+                gb = b.weight.std().item() * math.sqrt(b.weight.shape[1])
+                weights.append(ga * gb)
+        betas = [res.residual_scale * w for res, w in zip(sums, weights)]
+        for res, beta in zip(sums, betas):
+            # alpha_k^2 + beta_k^2 = 1 (beta measured from the sampled init)
+            assert beta == pytest.approx(math.sqrt(1 - res.shortcut_scale**2), rel=0.06)
+        # every branch reaches the stack output with the same weight 1 / sqrt(c + L)
+        reach = [beta * math.prod(r.shortcut_scale for r in sums[i + 1:]) for i, beta in enumerate(betas)]
+        assert reach == pytest.approx([1 / math.sqrt(cc + L)] * L, rel=0.08)  # sampled stds
+
+
+def _sublayer_variances(model, d, steps=8):
+    """Calibrate, then record the variance of every residual sum's output (real tokens)."""
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            _forward(model, _batch(d, 8, 12, gen), _batch(d, 8, 12, gen))
+    assert is_calibrated(model)
+    model.eval()
+    out = {"encoder": [], "decoder": []}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, o, key=key: out[key].append(o.float().var().item()))
+        for key, stack in (("encoder", model.encoder), ("decoder", model.decoder))
+        for m in stack.modules() if isinstance(m, RescaledResidual)
+    ]
+    with torch.no_grad():
+        _forward(model, _batch(d, 32, 12, gen), _batch(d, 32, 12, gen))
+    for h in hooks:
+        h.remove()
+    return out
+
+
+def _make_plain(model):
+    """The same network as a plain ``x + F(x)`` stack: shortcut 1, branch 1, and
+    variance-preserving branches (the gains of a depth-1 stack, i.e. 1)."""
+    for stack in (model.encoder, model.decoder):
+        for layer in stack.layers:
+            init_attention_branch_(layer.self_attn.v_proj, layer.self_attn.out_proj, 0, 1)
+            if getattr(layer, "encoder_attn", None) is not None:
+                init_attention_branch_(layer.encoder_attn.v_proj, layer.encoder_attn.out_proj, 0, 1)
+            init_feedforward_branch_(layer.fc1, layer.fc2, 0, 1)
+        for m in stack.modules():
+            if isinstance(m, RescaledResidual):
+                m.shortcut_scale, m.residual_scale = 1.0, 1.0
+    return model
+
+
+def test_variance_stays_flat_with_depth_while_plain_residuals_grow():
+    ratios = {}
+    for layers in (6, 12):
+        torch.manual_seed(0)
+        model, d = _build(_args(extra=_small(layers=layers, dim=64)), vocab=40)
+        plain = _make_plain(copy.deepcopy(model))
+        for name, net in (("rescale", model), ("plain", plain)):
+            var = _sublayer_variances(net, d)
+            for key, v in var.items():
+                ratios[name, layers, key] = (max(v) / min(v), v[-1] / v[0])
+    for layers in (6, 12):
+        for key in ("encoder", "decoder"):
+            spread, growth = ratios["rescale", layers, key]
+            assert spread < 2.0, (layers, key, spread)
+            plain_spread, plain_growth = ratios["plain", layers, key]
+            assert plain_growth > 8 * growth, (layers, key, plain_growth, growth)
+    # and doubling the depth leaves the rescaled profile flat, while the plain one keeps growing
+    for key in ("encoder", "decoder"):
+        assert ratios["rescale", 12, key][1] < 1.5 * ratios["rescale", 6, key][1]
+        assert ratios["plain", 12, key][1] > 4 * ratios["plain", 6, key][1]
+
+
+def test_padding_is_left_out_of_the_calibration_means():
+    model, d = _build(_args(extra=_small(layers=2)))
+    padded = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(3)
+    src, tgt = _batch(d, 5, 6, gen), _batch(d, 5, 6, gen)
+    model.train(), padded.train()
+    with torch.no_grad():
+        _forward(model, src, tgt)
+        # the same sentences, right-padded to 10: the pad positions must not count
+        pads = torch.full((5, 4), d.pad())
+        _forward(padded, torch.cat([src, pads], 1), torch.cat([tgt, pads], 1))
+    means = {n: b for n, b in model.named_buffers() if n.endswith("init_mean")}
+    pmeans = {n: b for n, b in padded.named_buffers() if n.endswith("init_mean")}
+    assert len(means) == 2 * 2 + 1 + 3 * 2 + 1
+    for n in means:
+        torch.testing.assert_close(pmeans[n], means[n], rtol=1e-5, atol=1e-5)
+
+
+def test_state_dict_round_trip_restores_calibration_and_outputs():
+    model, d = _build(_args(extra=_small(layers=2)))
+    gen = torch.Generator().manual_seed(4)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(10):  # calibration + a few updates that move biases and multipliers
+        src, tgt = _batch(d, 4, 6, gen), _batch(d, 4, 6, gen)
+        loss = _forward(model, src, tgt).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert is_calibrated(model)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    restored, _ = _build(_args(extra=_small(layers=2)))
+    assert not is_calibrated(restored)
+    restored.load_state_dict(torch.load(buf, weights_only=True))
+    assert is_calibrated(restored)
+    restored.train()
+    with torch.no_grad():
+        _forward(restored, _batch(d, 4, 6, gen), _batch(d, 4, 6, gen))  # must not recalibrate
+    for (n, a), b in zip(model.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), n
+    model.eval(), restored.eval()
+    src, tgt = _batch(d, 3, 5, gen), _batch(d, 3, 5, gen)
+    with torch.no_grad():
+        torch.testing.assert_close(_forward(restored, src, tgt), _forward(model, src, tgt), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "vector", "none"])
+def test_multiplier_kinds(kind):
+    model, d = _build(_args(extra=_small(layers=1, extra=["--rescale-multiplier", kind])))
+    scales = [m._scale for m in model.modules() if isinstance(m, RescaledResidual)]
+    if kind == "none":
+        assert all(s is None for s in scales)
+    else:
+        assert all(s.numel() == (32 if kind == "vector" else 1) for s in scales)
+    out = _forward(model.train(), _batch(d), _batch(d))
+    assert torch.isfinite(out).all()
+
+
+def test_clear_errors_for_bad_options(capsys):
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        _args(extra=["--rescale-multiplier", "matrix"])
+    assert "invalid choice: 'matrix'" in capsys.readouterr().err
+    args = _args(extra=_small())
+    args.rescale_multiplier = "matrix"  # e.g. a namespace built in code
+    with pytest.raises(ValueError, match="--rescale-multiplier must be one of scalar, vector, none"):
+        _build(args)
+    with pytest.raises(ValueError, match=r"--encoder-layers >= 1, got 0"):
+        _build(_args(extra=_small() + ["--encoder-layers", "0"]))
+    with pytest.raises(ValueError, match=r"--decoder-layers >= 1, got 0"):
+        _build(_args(extra=_small() + ["--decoder-layers", "0"]))
+    with pytest.raises(ValueError, match="--rescale-c must be >= 0"):
+        _build(_args(extra=_small() + ["--rescale-c", "-1"]))
+    for flag in ("--encoder-normalize-before", "--decoder-normalize-before", "--layernorm-embedding"):
+        with pytest.raises(ValueError, match=f"no LayerNorm.*{flag}"):
+            _build(_args(extra=_small() + [flag]))
+    with pytest.raises(ValueError, match="checkpoint-activations"):
+        _build(_args(extra=_small() + ["--checkpoint-activations"]))
+
+
+def test_weights_only_loading_allowlists_fairseq_objects_only(tmp_path):
+    plugin = _plugin()
+    path = tmp_path / "ckpt.pt"
+    # what fairseq-train's checkpoints hold beyond tensors (see safe_globals.py)
+    torch.save({"args": None, "cfg": {"model": argparse.Namespace(arch="rescale_transformer", dropout=0.1)}}, path)
+    state = torch.load(path)  # weights_only=True is torch's default
+    assert state["cfg"]["model"].arch == "rescale_transformer"
+    assert "argparse.Namespace" in plugin.safe_globals.fairseq_safe_globals_names()
+
+    torch.save({"x": fractions.Fraction(1, 3)}, tmp_path / "other.pt")  # anything else: still refused
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(tmp_path / "other.pt")
+
+
+def _ddp_rank(rank, world_size, out_dir):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # same init on every rank
+    model, d = _build(_args(extra=_small(layers=2)))
+    ddp = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(10 + rank)  # different data per rank
+    for step in range(10):
+        src = _batch(d, 4, 6, gen)
+        tgt = _batch(d, 4, 5, gen, pad_to=7 if rank else None)  # padding on rank 1 only
+        if rank == 0:
+            tgt = torch.cat([tgt, _batch(d, 4, 2, gen)], 1)
+        loss = ddp(src, src.ne(d.pad()).sum(1), tgt)[0].logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+
+
+def test_ddp_gloo_keeps_calibration_means_and_weights_identical_across_ranks():
+    out = run_distributed(_ddp_rank)
+    r0 = torch.load(os.path.join(out, "rank0.pt"))
+    r1 = torch.load(os.path.join(out, "rank1.pt"))
+    means = [k for k in r0 if k.endswith("init_mean")]
+    assert len(means) == 2 * 2 + 1 + 3 * 2 + 1
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
+    assert all(int(r0[k]) == 8 for k in r0 if k.endswith(".count"))
