@@ -177,6 +177,22 @@ class AddBias(nn.Module):
         self.init_mean += (batch_mean - self.init_mean) / self.count
         self._calibrated = int(self.count) >= self.calibration_steps
 
+    # -- folding into the next layer (used by the fused RescaleNet blocks) ---------
+    def foldable(self) -> bool:
+        """True when ``forward`` is a pure shift ``x + shift()``: no calibration update
+        would happen (calibrated, or eval mode) and no hook watches this module. A
+        caller may then add ``shift()`` inside the next layer instead of calling it."""
+        return (self._calibrated or not self.training) and not (
+            self._forward_hooks or self._forward_pre_hooks
+        )
+
+    def shift(self) -> Tensor:
+        """The vector ``forward`` adds to its input right now: ``b - mu`` once calibrated,
+        ``warmup_scale * b - mu`` before (differentiable in ``b``)."""
+        if self._calibrated:
+            return self._bias - self.init_mean
+        return self._bias * self.warmup_scale - self.init_mean
+
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         self._check(x, padding_mask)
         if not self._calibrated:

@@ -1,0 +1,61 @@
+"""Shared helpers of the benchmark scripts: machine description, markdown tables,
+appending a result block (with the exact command) to docs/results_classification.md."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from typing import List, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results_classification.md")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc
+
+
+def table(header: Sequence[str], rows: List[Sequence]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
+def append_result(title: str, body: str, notes: str = "") -> None:
+    """Append a dated block to docs/results_classification.md."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    block = [f"\n### {title} ({stamp})\n", f"Command: `{command()}`  ", f"Machine: {machine()}\n", body, ""]
+    if notes:
+        block += [notes, ""]
+    new = not os.path.exists(RESULTS)
+    with open(RESULTS, "a") as f:
+        if new:
+            f.write("# Classification: measured results\n\nEvery block below was appended by the "
+                    "benchmark script named in its command line (`benchmarks/`).\n")
+        f.write("\n".join(block))
+    print(f"appended to {os.path.relpath(RESULTS, ROOT)}")

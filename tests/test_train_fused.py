@@ -1,0 +1,91 @@
+"""The fused RescaleNet forward (AddBias shifts and residual factors folded into the
+convolutions) equals the module-by-module reference, values and gradients."""
+import pytest
+import torch
+from torch import nn
+
+import rescalenet
+from rescalenet.resnet import shifted_conv2d
+
+
+def _grads(model, x, fused, seed=3):
+    model.set_fused_forward(fused)
+    model.zero_grad()
+    torch.manual_seed(seed)  # same dropout masks in both runs
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _perturb(model):
+    """Non-trivial AddBias biases and multipliers, so every folded term matters."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("_bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            elif name.endswith("_scale"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("name,kw,size", [
+    ("rescalenet18", {}, (37, 30)),                   # odd sizes: stride-2 borders
+    ("rescalenet50", {"drop_conv": 0.2, "drop_fc": 0.3}, (33, 32)),
+    pytest.param("rescalenet18", {"multiplier": "vector"}, (32, 32), marks=pytest.mark.slow),
+    pytest.param("rescalenet18", {"multiplier": "none"}, (32, 32), marks=pytest.mark.slow),
+    pytest.param("rescalenext50_32x4d", {"multiplier": "vector"}, (40, 40), marks=pytest.mark.slow),
+])
+def test_fused_forward_and_backward_equal_the_reference(name, kw, size):
+    # float64: float32 rounding may flip a near-tie of the max-pool or a ReLU at 0
+    model = rescalenet.create_model(name, num_classes=5, **kw).double()
+    rescalenet.calibrate(model, [torch.randn(3, 3, *size, dtype=torch.double) + 0.5 for _ in range(8)])
+    _perturb(model)
+    model.train()
+    x = torch.randn(3, 3, *size, dtype=torch.double)
+    ref_out, ref_grads = _grads(model, x, fused=False)
+    out, grads = _grads(model, x, fused=True)
+    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-10)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-7, atol=1e-9, msg=n)
+    model.eval()
+    with torch.no_grad():
+        model.set_fused_forward(False)
+        ref = model(x)
+        model.set_fused_forward(True)
+        torch.testing.assert_close(model(x), ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("k,stride,pad,dil,groups,hw", [
+    (3, 1, 1, 1, 1, (9, 7)), (3, 2, 1, 1, 4, (9, 8)), (1, 1, 0, 1, 1, (5, 5)),
+    (5, 2, 2, 1, 2, (11, 6)), (3, 1, 2, 2, 1, (6, 9)), (7, 2, 3, 1, 1, (3, 3)),
+])
+def test_shifted_conv_is_conv_of_the_shifted_input(k, stride, pad, dil, groups, hw):
+    conv = nn.Conv2d(8, 12, k, stride, pad, dil, groups=groups, bias=False).double()
+    x = torch.randn(2, 8, *hw, dtype=torch.double, requires_grad=True)
+    v = torch.randn(8, dtype=torch.double, requires_grad=True)
+    ref = conv(x + v.view(1, -1, 1, 1))
+    out = shifted_conv2d(x, conv.weight, v, conv)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    ga = torch.autograd.grad((ref * g).sum(), (x, v, conv.weight))
+    gb = torch.autograd.grad((out * g).sum(), (x, v, conv.weight))
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_path_is_skipped_while_calibrating_and_under_hooks():
+    model = rescalenet.rescalenet18(num_classes=3)
+    x = torch.randn(2, 3, 32, 32)
+    blk = model.layer1[0]
+    assert not blk.can_fuse()  # AddBias still needs its inputs
+    model(x)
+    assert int(blk.addbias1.count) == 1
+    rescalenet.calibrate(model, [x] * 8)
+    assert blk.can_fuse()
+    seen = []
+    h = blk.addbias2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    assert not blk.can_fuse()
+    model(x)
+    assert seen == [(2, 64, 8, 8)]  # a hook on a folded module still fires
+    h.remove()
+    assert blk.can_fuse()
