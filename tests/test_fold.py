@@ -82,6 +82,11 @@ def test_folded_feature_extractor_equals_original():
     assert isinstance(out, tuple) and len(out) == 4
     for r, o in zip(ref, out):
         assert r.shape == o.shape and _close(r, o)
+    # a RescaleNet inside another module (a detector's backbone) is folded in place
+    holder = fold_for_inference(nn.ModuleDict(dict(backbone=model, neck=nn.Conv2d(2048, 8, 1))))
+    assert isinstance(holder.backbone, FoldedRescaleNet) and isinstance(holder.neck, nn.Conv2d)
+    with torch.no_grad():
+        assert all(_close(r, o) for r, o in zip(ref, holder.backbone(x)))
 
 
 def test_fold_refuses_an_uncalibrated_model():
