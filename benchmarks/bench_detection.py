@@ -45,12 +45,14 @@ MODELS_ = ("rescale50", "r50_bn", "r50_bn_stock")
 
 def build(name: str, device: str):
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
 
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
     register_all_modules()
+    MMLogger.get_current_instance().setLevel("ERROR")  # no per-parameter init report
     cfg_name = "mask_rcnn_rescale50.py" if name == "rescale50" else "mask_rcnn_r50_bn_baseline.py"
     cfg = Config.fromfile(os.path.join(ROOT, "configs", cfg_name))
     if name == "r50_bn_stock":

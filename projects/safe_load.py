@@ -45,7 +45,8 @@ def history_buffer_method(owner: Any, name: str) -> Callable:
     methods.update(min=HistoryBuffer.min, max=HistoryBuffer.max,
                    current=HistoryBuffer.current, mean=HistoryBuffer.mean)
     if name not in methods:
-        raise pickle.UnpicklingError(f"weights_only load: HistoryBuffer.{name} is not a registered statistics method, not allowlisted")
+        raise pickle.UnpicklingError(
+            f"weights_only load: HistoryBuffer.{name} is not a statistics method, not allowlisted")
     return methods[name]
 
 

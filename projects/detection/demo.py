@@ -88,7 +88,7 @@ def read_test_metrics(work_dir: str) -> Dict[str, float]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     parser = argparse.ArgumentParser(description="Mask R-CNN + RescaleNet-18 on generated shapes (CPU)")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=64)
     parser.add_argument("--val-images", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ def build_dist_runner(cfg: Config) -> Runner:
     if not dist.is_initialized():
         raise RuntimeError("initialise torch.distributed first (run under torchrun)")
     cfg.launcher = "pytorch"
+    os.environ.setdefault("LOCAL_RANK", str(dist.get_rank()))  # set by torchrun, not by mp.spawn
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     else:
