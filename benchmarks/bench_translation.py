@@ -11,8 +11,11 @@
    after the same number of updates, for ``rescale_transformer`` and ``transformer``
    with the same tiny dimensions, through the real fairseq CLIs.
 
-    .venv/bin/python benchmarks/bench_translation.py            # both parts
-    .venv/bin/python benchmarks/bench_translation.py --skip-quality
+    .venv/bin/python benchmarks/bench_translation.py                 # both parts
+    .venv/bin/python benchmarks/bench_translation.py --skip-quality  # speed and memory only
+    .venv/bin/python benchmarks/bench_translation.py --variance      # per-sublayer variance at init
+
+(``docs/results_translation.md`` lists the exact commands behind its numbers.)
 """
 from __future__ import annotations
 
@@ -147,21 +150,76 @@ def bench_quality(args):
     return out
 
 
+def variance_profile(layers: int, plain: bool, dim: int = 64, vocab: int = 40):
+    """Variance of every residual sum's output at init (eval mode, after the 8
+    calibration passes), encoder and decoder; ``plain``: the same network turned
+    into a plain ``x + F(x)`` stack (shortcut 1, branch 1, variance-preserving
+    branch init: the gains of a one-sublayer stack)."""
+    from rescalenet.layers import RescaledResidual
+    from rescalenet.transformer import init_attention_branch_, init_feedforward_branch_
+
+    torch.manual_seed(0)
+    dims = ["--encoder-layers", str(layers), "--decoder-layers", str(layers), "--dropout", "0",
+            "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
+            "--encoder-ffn-embed-dim", str(2 * dim), "--decoder-ffn-embed-dim", str(2 * dim),
+            "--encoder-attention-heads", "4", "--decoder-attention-heads", "4"]
+    model, d = build("rescale_transformer", vocab, torch.device("cpu"), dims)
+    sums = {"encoder": [], "decoder": []}
+    for key, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
+        for layer in stack.layers:
+            if plain:
+                for attn in (layer.self_attn, getattr(layer, "encoder_attn", None)):
+                    if attn is not None:
+                        init_attention_branch_(attn.v_proj, attn.out_proj, 0, 1)
+                init_feedforward_branch_(layer.fc1, layer.fc2, 0, 1)
+        for m in stack.modules():
+            if isinstance(m, RescaledResidual):
+                if plain:
+                    m.shortcut_scale, m.residual_scale = 1.0, 1.0
+                sums[key].append(m)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(8):
+            src, lengths, prev, _ = make_batch(d, 8, 12, gen, torch.device("cpu"))
+            model(src, lengths, prev)
+        model.eval()
+        out = {k: [] for k in sums}
+        hooks = [m.register_forward_hook(lambda mod, i, o, k=k: out[k].append(o.var().item()))
+                 for k, ms in sums.items() for m in ms]
+        src, lengths, prev, _ = make_batch(d, 32, 12, gen, torch.device("cpu"))
+        model(src, lengths, prev)
+    for h in hooks:
+        h.remove()
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=32, help="sentences per batch (speed part)")
+    p.add_argument("--batch", type=int, default=16, help="sentences per batch (speed part)")
     p.add_argument("--length", type=int, default=32, help="tokens per sentence, source and target")
     p.add_argument("--vocab", type=int, default=32768, help="shared vocabulary size")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per round")
-    p.add_argument("--repeats", type=int, default=6, help="timed rounds per model (alternating)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps first (>= 8: AddBias calibration)")
+    p.add_argument("--steps", type=int, default=2, help="timed training steps per round")
+    p.add_argument("--repeats", type=int, default=8, help="timed rounds per model (alternating)")
+    p.add_argument("--warmup", type=int, default=9, help="untimed steps first (>= 8: AddBias calibration)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cpu", action="store_true", help="measure on the CPU even if a GPU is present")
-    p.add_argument("--quality-updates", type=int, default=600)
-    p.add_argument("--quality-seeds", type=int, default=2)
+    p.add_argument("--quality-updates", type=int, default=200)
+    p.add_argument("--quality-seeds", type=int, default=4)
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--variance", action="store_true", help="print the per-sublayer variance profile and exit")
     args = p.parse_args(argv)
+
+    if args.variance:
+        torch.set_num_threads(1)
+        print("| layers | residuals | stack | first sublayer | middle | last | max/min |")
+        print("|---|---|---|---|---|---|---|")
+        for layers in (6, 12):
+            for plain in (False, True):
+                for stack, v in variance_profile(layers, plain).items():
+                    print(f"| {layers}+{layers} | {'plain x+F(x)' if plain else 'rescaled'} | {stack} | "
+                          f"{v[0]:.3g} | {v[len(v) // 2]:.3g} | {v[-1]:.3g} | {max(v) / min(v):.3g} |")
+        return
 
     if not args.skip_speed:
         device, runs = bench_speed(args)
