@@ -9,9 +9,9 @@ Writes, in ``--output``:
   RescaleNet, the same network as a plain residual net without normalization and
   as a BatchNorm ResNet (torchvision), plus the trained RescaleNet when a
   checkpoint is given;
-* ``contribution.png``: each block's share of the variance of the last block's
-  output: ``Var(m_k/sqrt(L) F_k) * prod_{j>k} alpha_j^2 / Var(x_L)`` (equal shares
-  are the method's condition 2; downsample shortcuts are gain-1 and counted as 1);
+* ``contribution.png``: each block's share of the variance of its stage's output,
+  ``Var(m_k/sqrt(L) F_k) * prod_{later j in the stage} alpha_j^2 / Var(stage output)``
+  (the method's condition 2, equal contributions, measured stage by stage);
 * ``dead_relu.png``: fraction of dead ReLU channels (zero for every image and
   position of an evaluation batch) against the number of batches and the batch
   size used to calibrate the AddBias means (0 batches: no mean subtraction);
@@ -56,30 +56,38 @@ def block_variances(model: nn.Module, x: Tensor) -> List[float]:
 
 @torch.no_grad()
 def block_shares(model: RescaleNet, x: Tensor) -> List[float]:
-    """Each block's share of the variance of the last block's output (see module doc)."""
-    blocks = _blocks(model)
+    """Each block's share of the variance of its stage's output:
+    ``Var(m_k / sqrt(L) * F_k) * prod_{later j in the stage} alpha_j**2 / Var(stage output)``
+    (the method's equal-contribution condition, measured stage by stage, since the
+    pooled downsample shortcuts between stages change the variance)."""
     branch_var: List[float] = []
-    last: Dict[str, float] = {}
+    stage_var: List[float] = []
 
     def on_rescale(m, inp, o):
         w = m.branch_weight().to(inp[1].device)
         w = w.view(-1, 1, 1) if w.numel() > 1 else w
         branch_var.append((inp[1] * w).double().var().item())
 
-    hooks = [b.rescale.register_forward_hook(on_rescale) for b in blocks]
-    hooks.append(blocks[-1].register_forward_hook(lambda m, i, o: last.setdefault("v", o.double().var().item())))
+    def on_stage(m, i, o):  # returns None: a returned value would replace the output
+        stage_var.append(o.double().var().item())
+
+    stages = [getattr(model, f"layer{i}") for i in range(1, 5)]
+    hooks = [b.rescale.register_forward_hook(on_rescale) for s in stages for b in s]
+    hooks += [s[-1].register_forward_hook(on_stage) for s in stages]
     try:
         model(x)
     finally:
         for h in hooks:
             h.remove()
-    alphas = [b.rescale.shortcut_scale for b in blocks]
-    shares = []
-    for k, v in enumerate(branch_var):
-        later = 1.0
-        for a in alphas[k + 1:]:
-            later *= a * a
-        shares.append(v * later / last["v"])
+    shares, k = [], 0
+    for s, v_out in zip(stages, stage_var):
+        alphas = [b.rescale.shortcut_scale for b in s]
+        for j in range(len(s)):
+            later = 1.0
+            for a in alphas[j + 1:]:
+                later *= a * a
+            shares.append(branch_var[k] * later / v_out)
+            k += 1
     return shares
 
 
@@ -143,7 +151,9 @@ def run(args) -> Dict:
     kwargs = dict(ckpt.get("model_kwargs", {})) if ckpt else {}
     kwargs.setdefault("num_classes", 10)
     n_calib = max(args.calib_batches)
-    x_all = load_images(args.data, args.batch * (n_calib + 1) + max(args.calib_sizes) * n_calib, args.size, args.seed)
+    # an evaluation batch, then a pool for the calibrations (8 batches for the fresh model)
+    pool_size = max(8 * args.batch, max(args.calib_sizes) * n_calib)
+    x_all = load_images(args.data, args.batch + pool_size, args.size, args.seed)
     x = x_all[: args.batch]  # evaluation batch
     pool = x_all[args.batch:]
 
@@ -187,9 +197,9 @@ def run(args) -> Dict:
     for j, (name, v) in enumerate(shares.items()):
         ax.bar([i + 1 + (j - (len(shares) - 1) / 2) * width for i in range(len(v))], v, width, label=name)
     L = len(shares["init"])
-    ax.axhline(1 / (2 * L - 1), color="k", ls="--", lw=1, label="1/(2L-1) (equal shares)")
+    ax.axhline(1 / (2 * L - 1), color="k", ls="--", lw=1, label="1/(2L-1) (equal shares over the whole net)")
     ax.set_xlabel("residual block")
-    ax.set_ylabel("share of output variance")
+    ax.set_ylabel("share of its stage's output variance")
     ax.set_title(f"{arch}: each block's contribution")
     ax.legend(fontsize=8)
     fig.tight_layout()

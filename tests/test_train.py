@@ -122,6 +122,7 @@ def _train_on_rank(rank, world_size, out_dir, data):
     dist.barrier()
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_addbias_means(shapes):
     # 24 images, 2 ranks x batch 4: 3 steps per epoch, 9 steps, calibrated after 8
     out = run_distributed(_train_on_rank, args=(shapes,))
