@@ -153,8 +153,10 @@ def main() -> None:
     for name in MODELS_:
         cmd = [sys.executable, os.path.abspath(__file__), "--memory-of", name, "--size", str(args.size),
                "--batch", str(args.batch), "--threads", str(torch.get_num_threads())]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        memory[name] = json.loads(out.strip().splitlines()[-1])["mib"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory run of {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        memory[name] = json.loads(proc.stdout.strip().splitlines()[-1])["mib"]
 
     base_t, base_m = statistics.median(times["r50_bn"]), memory["r50_bn"]
     mem_kind = "CUDA max_memory_allocated" if device != "cpu" else "peak RSS growth"
