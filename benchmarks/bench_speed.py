@@ -13,8 +13,8 @@ reference forward of the same model, to show what the fusing buys.
 
 Peak memory: on the CPU each model is trained for 2 steps in a fresh subprocess
 and the number reported is the growth of the process's peak resident set size
-(``ru_maxrss``, the kernel's high-water mark, which sees every allocation, torch's
-included) over its RSS just before the model was built: weights, gradients,
+(``VmHWM`` in ``/proc/self/status``, the kernel's high-water mark, which sees every
+allocation, torch's included) over its RSS just before the model was built: weights, gradients,
 optimizer state, activations and allocator slack. On CUDA it is
 ``torch.cuda.max_memory_allocated``.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -100,6 +99,17 @@ def clock(args) -> float:
     return time.process_time() if args.clock == "cpu" else time.perf_counter()
 
 
+def peak_rss_mib() -> float:
+    """The kernel's RSS high-water mark of this process (VmHWM). Not ``ru_maxrss``:
+    that survives fork + exec, so a child started by a big parent reports the
+    parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -120,7 +130,7 @@ def memory_child(name: str, args) -> None:
     if args.device.startswith("cuda"):
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        peak = peak_rss_mib() - base
     print(json.dumps({"peak_mib": peak}))
 
 
@@ -243,7 +253,7 @@ def main(argv=None):
     print(body)
     if not args.no_append:
         append_result("Speed and memory", body, notes="Peak memory: " + (
-            "growth of the peak RSS (ru_maxrss) of a fresh process per model over its RSS before the "
+            "growth of the peak RSS (VmHWM) of a fresh process per model over its RSS before the "
             "model was built, 2 training steps." if args.device == "cpu" else "torch.cuda.max_memory_allocated."))
 
 
