@@ -26,3 +26,21 @@ demo: $(STAMP)
 
 clean-venv:
 	rm -rf .venv
+
+# Benchmarks: each compares against its baseline in the same run and prints ratios.
+.PHONY: bench bench-speed bench-quality bench-depth bench-inference bench-detection bench-video bench-translation
+bench: bench-speed bench-inference bench-detection bench-video bench-translation
+bench-speed: $(STAMP)
+	$(PY) benchmarks/bench_speed.py
+bench-quality: $(STAMP)
+	$(PY) benchmarks/bench_quality.py
+bench-depth: $(STAMP)
+	$(PY) benchmarks/bench_depth.py
+bench-inference: $(STAMP)
+	$(PY) benchmarks/bench_inference.py --arch 50 --batch-size 8 --threads 1
+bench-detection: $(STAMP)
+	$(PY) benchmarks/bench_detection.py
+bench-video: $(STAMP)
+	$(PY) benchmarks/bench_video.py
+bench-translation: $(STAMP)
+	$(PY) benchmarks/bench_translation.py

@@ -61,7 +61,7 @@ step "openmim 0.3.9 (--no-deps: its opendatalab/openxlab chain pins old setuptoo
 "${PIP[@]}" click colorama model-index pandas requests rich tabulate
 
 step "timm, pytest, tensorboard, then this project in editable mode"
-"${PIP[@]}" timm pytest tensorboard
+"${PIP[@]}" timm==1.0.31 pytest tensorboard
 # --no-deps: the extras' packages are installed above with the flags they need
 # (mmcv compiled, mmaction2 without opencv-contrib, openmim without openxlab); a
 # resolver pass over them would undo that.

@@ -29,6 +29,8 @@ from .resnet import (
     rescalenext50_32x4d,
     rescalenext101_32x8d,
 )
+from .resnet3d import RescaleNet3d, i3d_rescalenet50, inflate_from_2d, slowonly_rescalenet50
+from .fold import fold_for_inference
 
 __version__ = "0.1.0"
 
