@@ -1,5 +1,5 @@
 """Shared helpers of the benchmark scripts: machine description, markdown tables,
-appending a result block (with the exact command) to docs/results_classification.md."""
+appending a result block (with the exact command) to docs/results.md."""
 from __future__ import annotations
 
 import datetime
@@ -10,7 +10,7 @@ import sys
 from typing import List, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "docs", "results_classification.md")
+RESULTS = os.path.join(ROOT, "docs", "results.md")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -47,7 +47,7 @@ def command() -> str:
 
 
 def append_result(title: str, body: str, notes: str = "") -> None:
-    """Append a dated block to docs/results_classification.md."""
+    """Append a dated block to docs/results.md."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     block = [f"\n### {title} ({stamp})\n", f"Command: `{command()}`  ", f"Machine: {machine()}\n", body, ""]
     if notes:

@@ -208,7 +208,7 @@ def main(argv=None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-inference", action="store_true")
-    p.add_argument("--no-append", action="store_true", help="do not append to docs/results_classification.md")
+    p.add_argument("--no-append", action="store_true", help="do not append to docs/results.md")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:

@@ -15,7 +15,7 @@
     .venv/bin/python benchmarks/bench_translation.py --skip-quality  # speed and memory only
     .venv/bin/python benchmarks/bench_translation.py --variance      # per-sublayer variance at init
 
-(``docs/results_translation.md`` lists the exact commands behind its numbers.)
+(``docs/results.md`` lists the exact commands behind its numbers.)
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 #
 # Everything but the backbone, its initialisation and the optimizer settings is the
 # stock mmdet 3.3.0 `mask-rcnn_r50_fpn_1x_coco.py` (data under data/coco/, see
-# docs/detection.md to point elsewhere). Its FPN, RPN and RoI heads have no
+# README.md, section "Detection" to point elsewhere). Its FPN, RPN and RoI heads have no
 # normalization layer, so with this backbone the whole detector is norm-free.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 

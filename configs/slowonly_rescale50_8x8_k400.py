@@ -8,7 +8,7 @@
 #   mim test mmaction2 configs/slowonly_rescale50_8x8_k400.py --checkpoint work_dirs/.../best_*.pth
 #
 # Data: data/kinetics400/{videos_train,videos_val,kinetics400_{train,val}_list_videos.txt}
-# relative to the directory you run from (see docs/video.md to point elsewhere).
+# relative to the directory you run from (see README.md, section "Video recognition" to point elsewhere).
 _base_ = 'mmaction::recognition/slowonly/slowonly_r50_8xb16-8x8x1-256e_kinetics400-rgb.py'
 
 custom_imports = dict(imports=['projects.video'], allow_failed_imports=False)

@@ -4,7 +4,7 @@ multipliers folded into the neighbouring convolutions.
 In eval mode a calibrated ``AddBias`` is a constant per-channel shift
 ``s = _bias - init_mean`` and ``RescaledResidual`` is ``alpha * shortcut + w * branch``
 with constants ``alpha`` and ``w = m / sqrt(L)``. All of them are affine, so most fold
-away exactly (``docs/timm_hub.md``, "Inference folding"):
+away exactly (``README.md, section "Use RescaleNet from timm"``, "Inference folding"):
 
 * a shift **before a convolution without padding** (every 1x1 conv: ``conv1``/``conv3``
   of a bottleneck, the shortcut conv) becomes that conv's bias: ``W (x + s) = W x + W s``;
