@@ -45,7 +45,7 @@ from .rescale import (
     residual_scale,
     shortcut_scale,
 )
-from .resnet import ARCH_SETTINGS
+from .resnet import ARCH_SETTINGS, _global_hooks, _submodules_unhooked
 
 __all__ = [
     "RescaleNet3d",
@@ -98,30 +98,9 @@ def _conv(cin: int, cout: int, kernel: Triple, stride: Triple = (1, 1, 1), group
 # ``RescaleNet3d.set_fused_forward(False)`` forces the reference forward.
 
 
-def _addbias_foldable(m: AddBias) -> bool:
-    return (m.calibrated or not m.training) and not (m._forward_hooks or m._forward_pre_hooks)
-
-
-def _addbias_shift(m: AddBias) -> Tensor:
-    """The vector an AddBias adds in its current state (differentiable in ``_bias``)."""
-    if m.calibrated:
-        return m._bias - m.init_mean
-    return m._bias * m.warmup_scale - m.init_mean
-
-
-def _global_hooks() -> bool:
-    mod = nn.modules.module
-    return bool(getattr(mod, "_global_forward_hooks", None) or getattr(mod, "_global_forward_pre_hooks", None))
-
-
 def _foldable(module: nn.Module) -> bool:
     """No hook on a submodule the fused forward bypasses, and every AddBias a pure shift."""
-    for m in module.modules():
-        if m is not module and (m._forward_hooks or m._forward_pre_hooks):
-            return False
-        if isinstance(m, AddBias) and not _addbias_foldable(m):
-            return False
-    return not _global_hooks()
+    return _submodules_unhooked(module) and not _global_hooks()
 
 
 def shifted_conv3d(x: Tensor, weight: Tensor, shift: Tensor, conv: nn.Conv3d) -> Tensor:
@@ -215,7 +194,7 @@ class _RescaleBlock3d(nn.Module):
         if self.downsample is None:
             return self.relu(branch.add_(x, alpha=alpha))
         pool, addbias, conv = self.downsample
-        shortcut = shifted_conv3d(pool(x), conv.weight * alpha, _addbias_shift(addbias), conv)
+        shortcut = shifted_conv3d(pool(x), conv.weight * alpha, addbias.shift(), conv)
         return self.relu(branch.add_(shortcut))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -231,7 +210,7 @@ class _RescaleBlock3d(nn.Module):
         for i, (conv, addbias) in enumerate(zip(convs, shifts)):
             last = i == len(convs) - 1
             weight = self._branch_factor(conv.weight) if last else conv.weight
-            out = self.drop(shifted_conv3d(out, weight, _addbias_shift(addbias), conv))
+            out = self.drop(shifted_conv3d(out, weight, addbias.shift(), conv))
             if not last:
                 out = self.relu(out)
         return self._fused_sum(x, out)
@@ -605,10 +584,10 @@ class RescaleNet3d(nn.Module):
 
     def stem(self, x: Tensor) -> Tensor:
         c = self.conv1
-        if self.fused and _addbias_foldable(self.addbias1) and not (
+        if self.fused and self.addbias1.foldable() and not (
                 _global_hooks() or c._forward_hooks or c._forward_pre_hooks):
             # a post-conv AddBias is the conv's bias
-            x = F.conv3d(x, c.weight, _addbias_shift(self.addbias1).to(c.weight.dtype), c.stride, c.padding)
+            x = F.conv3d(x, c.weight, self.addbias1.shift().to(c.weight.dtype), c.stride, c.padding)
             return self.maxpool(self.relu(x))
         return self.maxpool(self.relu(self.addbias1(self.conv1(x))))
 

@@ -1,62 +1,20 @@
-"""Multi-process MMAction2 training that also runs on CPU-only machines (gloo).
+"""Multi-process MMAction2 training that also runs on CPU-only machines (gloo)::
 
-On GPUs the standard command is ``mim train mmaction2 CONFIG --gpus N --launcher pytorch``.
-On a machine without CUDA that command fails, because MMEngine's ``pytorch`` launcher
-always calls ``torch.cuda.set_device``. This entry point initialises the process group
-itself (``gloo`` on CPU, ``nccl`` on GPU) and runs the same ``Runner``, which skips its
-own initialisation when a group exists::
+    torchrun --nproc_per_node 2 -m projects.video.dist_train CONFIG [--work-dir DIR] [--cfg-options k=v ...]
 
-    torchrun --nproc_per_node 2 -m projects.video.dist_train CONFIG [--work-dir DIR]
-        [--cfg-options k=v ...]
-
-Every AddBias all-reduces its calibration statistics, so its means are identical on
-all ranks although MMEngine's DDP wrapper does not broadcast buffers.
+On GPUs the standard command is ``mim train mmaction2 CONFIG --gpus N --launcher pytorch``;
+see :mod:`projects.mmengine_dist` for why this entry point exists.
 """
-from __future__ import annotations
-
-import argparse
-import os
-import os.path as osp
 from typing import Optional, Sequence
 
-import torch
-import torch.distributed as dist
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from projects.mmengine_dist import build_dist_runner
+from projects.mmengine_dist import main as _run
 
-
-def build_dist_runner(cfg: Config) -> Runner:
-    """A ``Runner`` for the already initialised process group (CPU or GPU)."""
-    if not dist.is_initialized():
-        raise RuntimeError("initialise torch.distributed first (run under torchrun)")
-    cfg.launcher = "pytorch"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    else:
-        # device_ids=None replicates on the CPU; broadcast_buffers=False as MMEngine's
-        # GPU default, so nothing copies rank 0's buffers over the others.
-        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
-                                     broadcast_buffers=False)
-    cfg.env_cfg = dict(cfg.get("env_cfg", {}), dist_cfg=dict(backend=dist.get_backend()))
-    return Runner.from_cfg(cfg)
+__all__ = ["build_dist_runner", "main"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="multi-process MMAction2 training (CPU or GPU)")
-    parser.add_argument("config")
-    parser.add_argument("--work-dir")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
-    args = parser.parse_args(argv)
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    try:
-        cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
-        cfg.work_dir = args.work_dir or cfg.get("work_dir") or osp.join(
-            "./work_dirs", osp.splitext(osp.basename(args.config))[0])
-        build_dist_runner(cfg).train()
-    finally:
-        dist.destroy_process_group()
+    _run(argv, description="multi-process MMAction2 training (CPU or GPU)")
 
 
 if __name__ == "__main__":
