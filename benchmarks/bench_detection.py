@@ -18,7 +18,7 @@ Time: the models run interleaved in one process (A B C A B C ...), after one war
 iteration each; the median over ``--repeats`` is reported, with the ratio to
 ``r50_bn``. Peak memory (CPU): each model runs one iteration in a fresh subprocess,
 and the peak is the process's maximum resident set size after that iteration
-(``getrusage(RUSAGE_SELF).ru_maxrss``) minus its resident set size just before it
+(``VmHWM``, reset to the current RSS just before the step) minus its resident set size just before it
 (model and optimizer built, backbone calibrated). On a GPU, ``torch.cuda.max_memory_allocated``
 over the iteration is used instead.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,13 +101,21 @@ def peak_memory(name: str, size: int, batch_size: int, device: str) -> float:
         before = torch.cuda.memory_allocated()
         step(model, optim_wrapper, data, device)
         return (torch.cuda.max_memory_allocated() - before) / 2**20
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # The calibration passes above may have set a higher high-water mark than one
+    # training step: reset it (Linux: writing 5 to clear_refs resets VmHWM to VmRSS).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     current = _current_rss_kib()
     step(model, optim_wrapper, data, device)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if after <= before:
-        raise RuntimeError("the iteration did not raise the process's peak RSS; use a larger --size")
-    return (after - current) / 1024
+    return (_status_kib("VmHWM") - current) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _current_rss_kib() -> int:
