@@ -294,6 +294,62 @@ class Bottleneck(_RescaleBlock):
         return self.residual_sum(x, out)
 
 
+class StagedNetworkAPI:
+    """What the 2D and 3D RescaleNets share beyond their layers: freezing, the stage
+    loop's gradient checkpointing, and timm's model API. Expects ``conv1``,
+    ``addbias1``, ``layer1`` ... ``layerN``, ``frozen_stages``, ``grad_checkpointing``
+    and ``fused`` on the network (a mixin placed before ``nn.Module``)."""
+
+    # -- freezing ---------------------------------------------------------------
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        mods: List[nn.Module] = [self.conv1, self.addbias1]
+        mods += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
+        return mods
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for blk in stage:
+                x = checkpoint(blk, x, use_reentrant=False)
+            return x
+        return stage(x)
+
+    # -- timm-style model API ---------------------------------------------------
+    def no_weight_decay(self) -> set:
+        """Names of the AddBias biases and branch multipliers (no weight decay)."""
+        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in NO_DECAY_PARAM_NAMES}
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r"^conv1|^addbias1",
+            blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)",
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def set_fused_forward(self, enable: bool = True) -> None:
+        """Fold the calibrated AddBias shifts and the residual factors into the
+        convolutions (default; exact, faster, less memory), or run every module
+        separately (``False``: the reference forward, which calibration always uses)."""
+        self.fused = enable
+        for m in self.modules():
+            if m is not self and hasattr(m, "can_fuse"):
+                m.fused = enable
+
+
 # depth -> (block, blocks per stage)
 ARCH_SETTINGS: Dict[int, Tuple[Type[_RescaleBlock], Tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -305,7 +361,7 @@ ARCH_SETTINGS: Dict[int, Tuple[Type[_RescaleBlock], Tuple[int, int, int, int]]] 
 }
 
 
-class RescaleNet(nn.Module):
+class RescaleNet(StagedNetworkAPI, nn.Module):
     """A normalization-free ResNet/ResNeXt with rescaled residuals.
 
     Args:
@@ -438,25 +494,6 @@ class RescaleNet(nn.Module):
             bound = 1.0 / self.num_features**0.5  # PyTorch's default bias init, as official
             nn.init.uniform_(self.fc.bias, -bound, bound)
 
-    # -- freezing ---------------------------------------------------------------
-    def _frozen_modules(self) -> List[nn.Module]:
-        if self.frozen_stages < 0:
-            return []
-        mods: List[nn.Module] = [self.conv1, self.addbias1]
-        mods += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-        return mods
-
-    def _freeze_stages(self) -> None:
-        for m in self._frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> "RescaleNet":
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     # -- forward ----------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4:
@@ -475,13 +512,6 @@ class RescaleNet(nn.Module):
             x = F.conv2d(x, c.weight, self.addbias1.shift().to(c.weight.dtype), c.stride, c.padding)
             return self.maxpool(self.relu(x))
         return self.maxpool(self.relu(self.addbias1(self.conv1(x))))
-
-    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for blk in stage:
-                x = checkpoint(blk, x, use_reentrant=False)
-            return x
-        return stage(x)
 
     def forward_stages(self, x: Tensor, out_indices: Sequence[int] = (0, 1, 2, 3)) -> List[Tensor]:
         """Outputs of the stages in ``out_indices`` (strides 4, 8, 16, 32)."""
@@ -514,11 +544,7 @@ class RescaleNet(nn.Module):
             return tuple(self.forward_stages(x, self.out_indices))
         return self.forward_head(self.forward_features(x))
 
-    # -- timm-style model API ---------------------------------------------------
-    def no_weight_decay(self) -> set:
-        """Names of the AddBias biases and branch multipliers (no weight decay)."""
-        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in NO_DECAY_PARAM_NAMES}
-
+    # -- timm-style model API (the rest is in StagedNetworkAPI) ------------------
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -535,23 +561,6 @@ class RescaleNet(nn.Module):
         else:
             self.fc = nn.Identity()
 
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(
-            stem=r"^conv1|^addbias1",
-            blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)",
-        )
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def set_fused_forward(self, enable: bool = True) -> None:
-        """Fold the calibrated AddBias shifts and the residual factors into the
-        convolutions (default; exact, faster, less memory), or run every module
-        separately (``False``: the reference forward)."""
-        self.fused = enable
-        for m in self.modules():
-            if isinstance(m, _RescaleBlock):
-                m.fused = enable
 
 
 def _rescalenet(depth: int, **kwargs: Any) -> RescaleNet:

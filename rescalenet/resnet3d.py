@@ -34,7 +34,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .layers import MULTIPLIERS, AddBias, RescaledResidual
 from .rescale import (
@@ -45,7 +44,7 @@ from .rescale import (
     residual_scale,
     shortcut_scale,
 )
-from .resnet import ARCH_SETTINGS, _global_hooks, _submodules_unhooked
+from .resnet import ARCH_SETTINGS, StagedNetworkAPI, _global_hooks, _submodules_unhooked
 
 __all__ = [
     "RescaleNet3d",
@@ -342,7 +341,7 @@ def _block_inflations(stage_inflate: Union[int, Sequence[int]], blocks: int, sta
     return tuple(bool(f) for f in flags)
 
 
-class RescaleNet3d(nn.Module):
+class RescaleNet3d(StagedNetworkAPI, nn.Module):
     """A normalization-free 3D ResNet with rescaled residuals, for (N, C, T, H, W) clips.
 
     Defaults are MMAction2's ``ResNet3d`` (I3D-like: ``conv1_kernel=(3, 7, 7)``, every
@@ -551,25 +550,6 @@ class RescaleNet3d(nn.Module):
         """In-place :func:`inflate_from_2d` of a 2D RescaleNet state_dict into this model."""
         return inflate_from_2d(self, state_dict_2d, strict=strict)
 
-    # -- freezing ---------------------------------------------------------------
-    def _frozen_modules(self) -> List[nn.Module]:
-        if self.frozen_stages < 0:
-            return []
-        mods: List[nn.Module] = [self.conv1, self.addbias1]
-        mods += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-        return mods
-
-    def _freeze_stages(self) -> None:
-        for m in self._frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True) -> "RescaleNet3d":
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
     # -- forward ----------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 5:
@@ -590,13 +570,6 @@ class RescaleNet3d(nn.Module):
             x = F.conv3d(x, c.weight, self.addbias1.shift().to(c.weight.dtype), c.stride, c.padding)
             return self.maxpool(self.relu(x))
         return self.maxpool(self.relu(self.addbias1(self.conv1(x))))
-
-    def _run_stage(self, stage: nn.Sequential, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for blk in stage:
-                x = checkpoint(blk, x, use_reentrant=False)
-            return x
-        return stage(x)
 
     def forward_stages(self, x: Tensor, out_indices: Sequence[int]) -> List[Tensor]:
         """Outputs of the stages in ``out_indices`` (0-based)."""
@@ -627,27 +600,6 @@ class RescaleNet3d(nn.Module):
         if self.with_final_addbias and self.out_indices[-1] == self.num_stages - 1:
             outs[-1] = self.final_addbias(outs[-1])
         return tuple(outs)
-
-    # -- model API (as in 2D) ---------------------------------------------------
-    def no_weight_decay(self) -> set:
-        """Names of the AddBias biases and branch multipliers (no weight decay)."""
-        return {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1] in ("_bias", "_scale")}
-
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r"^conv1|^addbias1",
-                    blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    def set_fused_forward(self, enable: bool = True) -> None:
-        """Fold the calibrated AddBias shifts and residual factors into the convolutions
-        (default: exact, faster, less memory), or run every module separately
-        (``False``: the reference forward, which calibration always uses)."""
-        self.fused = enable
-        for m in self.modules():
-            if isinstance(m, _RescaleBlock3d):
-                m.fused = enable
 
 
 # -- 2D -> 3D inflation ---------------------------------------------------------
