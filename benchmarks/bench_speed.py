@@ -5,21 +5,27 @@ Fixup-50, same batch, resolution and optimizer, in one run, as ratios.
     python benchmarks/bench_speed.py                      # CPU defaults
     python benchmarks/bench_speed.py --batch 64 --size 224 --device cuda --amp --channels-last
 
-Speed: all models live in this process and are timed in interleaved rounds
-(``--rounds`` x ``--steps`` steps each, after warm-up); images/s = batch / median
-step time. RescaleNet is calibrated first (8 training-mode passes), so the timed
+Speed: all models live in this process and are timed in interleaved rounds, after
+warm-up; in each round a model runs ``--steps`` steps back to back, as a training loop
+does (on a GPU: one synchronisation per round, so the host may queue work ahead of
+the device as in real training); images/s = batch / median over the rounds of the
+round's mean step time. RescaleNet is calibrated first (8 training-mode passes), so the timed
 steps run the fused forward; ``rescalenet50-ref`` times the module-by-module
 reference forward of the same model, to show what the fusing buys.
 
-Peak memory: on the CPU each model is trained for 2 steps in a fresh subprocess
-and the number reported is the growth of the process's peak resident set size
-(``VmHWM`` in ``/proc/self/status``, the kernel's high-water mark, which sees every
-allocation, torch's included) over its RSS just before the model was built: weights, gradients,
-optimizer state, activations and allocator slack. On CUDA it is
-``torch.cuda.max_memory_allocated``.
+Peak memory: each model is built (and calibrated) in a fresh subprocess, trained for 2
+warm-up steps, then the high-water mark is reset and one more step is measured; the
+number is that step's peak over the process's memory just before the model was
+built: weights, gradients, optimizer state, activations and allocator slack. On the
+CPU the peak is the kernel's resident-set high-water mark (``VmHWM``, which sees every
+allocation, torch's included; reset through ``/proc/self/clear_refs``), on CUDA
+``torch.cuda.max_memory_allocated``. (Runs before 2026-11-26 01:10 measured the peak
+over the build and first steps instead, so RescaleNet's calibration passes and cuDNN's
+autotuning trials could set it.)
 
-Inference: eval mode, ``torch.inference_mode``; RescaleNet-50 (fused) against
-ResNet-50 with every BatchNorm folded into its conv.
+Inference: eval mode, ``torch.inference_mode``; RescaleNet-50 (its fused eval forward,
+and folded by ``rescalenet.fold_for_inference``) against ResNet-50 with every
+BatchNorm folded into its conv.
 """
 from __future__ import annotations
 
@@ -124,8 +130,16 @@ def memory_child(name: str, args) -> None:
     else:
         base = rss_mib()
     model, opt = build(name, args)
-    for _ in range(2):
+    for _ in range(2):  # warm-up: optimizer state, cudnn autotuning, allocator caches
         train_step(model, opt, x, y, args)
+    sync(args)
+    # the measured step's peak only: not calibration's passes nor autotuning's trial workspaces
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:  # Linux: resets VmHWM to the current RSS
+            f.write("5")
+    train_step(model, opt, x, y, args)
     sync(args)
     if args.device.startswith("cuda"):
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -154,12 +168,12 @@ def time_training(names, args):
     for r in range(args.rounds):
         for n in names:
             model, opt = built[n]
-            for _ in range(args.steps):
-                sync(args)
-                t0 = clock(args)
+            sync(args)
+            t0 = clock(args)
+            for _ in range(args.steps):  # back to back, as a training loop runs them
                 train_step(model, opt, x, y, args)
-                sync(args)
-                times[n].append(clock(args) - t0)
+            sync(args)
+            times[n].append((clock(args) - t0) / args.steps)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{n} {args.batch / statistics.median(times[n]):.1f} img/s" for n in names), flush=True)
     return {n: args.batch / statistics.median(t) for n, t in times.items()}
@@ -174,20 +188,22 @@ def time_inference(args):
     if args.channels_last:
         bn.to(memory_format=torch.channels_last)
     bn = fold_batchnorm(bn)
-    models = {"rescalenet50": rn, "resnet50 (BN folded)": bn}
+    models = {"rescalenet50 (fused eval forward)": rn,
+              "rescalenet50 (fold_for_inference)": rescalenet.fold_for_inference(rn),
+              "resnet50 (BN folded)": bn}
     times = {n: [] for n in models}
     for m in models.values():
         with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
             m(x)
     for _ in range(args.rounds):
         for n, m in models.items():
+            sync(args)
+            t0 = clock(args)
             for _ in range(args.steps):
-                sync(args)
-                t0 = clock(args)
                 with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
                     m(x)
-                sync(args)
-                times[n].append(clock(args) - t0)
+            sync(args)
+            times[n].append((clock(args) - t0) / args.steps)
     return {n: args.batch / statistics.median(t) for n, t in times.items()}
 
 
@@ -213,6 +229,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # as every ImageNet training script; same for all models
     if args.memory_child:
         return memory_child(args.memory_child, args)
     names = [n for n in args.models.split(",") if n]
@@ -244,7 +262,7 @@ def main(argv=None):
         header.append("x NF")
     body = (f"Training step (forward + backward + SGD), batch {args.batch}, {args.size}x{args.size}, "
             f"{'bf16 autocast' if args.amp else 'fp32'}{', channels-last' if args.channels_last else ''}, "
-            f"{args.device}, {args.clock} clock, median of {args.rounds}x{args.steps} interleaved steps:\n\n" + table(header, rows))
+            f"{args.device}, {args.clock} clock, median of {args.rounds} interleaved rounds of {args.steps} steps:\n\n" + table(header, rows))
     if not args.no_inference:
         inf = time_inference(args)
         ref = inf["resnet50 (BN folded)"]
@@ -252,9 +270,10 @@ def main(argv=None):
             ["model", "img/s", "x BN folded"], [[n, f"{v:.2f}", f"{v / ref:.3f}"] for n, v in inf.items()])
     print(body)
     if not args.no_append:
-        append_result("Speed and memory", body, notes="Peak memory: " + (
-            "growth of the peak RSS (VmHWM) of a fresh process per model over its RSS before the "
-            "model was built, 2 training steps." if args.device == "cpu" else "torch.cuda.max_memory_allocated."))
+        peak = ("the peak RSS (VmHWM)" if args.device == "cpu" else "torch.cuda.max_memory_allocated")
+        append_result("Speed and memory", body, notes=(
+            f"Peak memory: {peak} of one training step after 2 warm-up steps (high-water mark reset), "
+            "in a fresh process per model, over its memory before the model was built."))
 
 
 if __name__ == "__main__":

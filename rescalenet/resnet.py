@@ -61,53 +61,210 @@ def _dropout(p: float) -> nn.Module:
 # over the activations (which also has to be kept for the backward pass):
 #
 # * conv(x + v) = conv(x) + conv(v * 1): for a 1x1 conv without padding the second
-#   term is the per-channel constant ``W v``; for a padded conv it is a map that is
-#   that constant inside and differs where the kernel overlaps the zero padding,
+#   term is the per-channel constant ``W v`` (the conv's bias; on channels-last input
+#   the conv is one GEMM with it in the epilogue); for a padded conv it is a map that
+#   is that constant inside and differs where the kernel overlaps the zero padding,
 #   computed exactly as a convolution of a one-channel image of ones (a few
-#   thousand multiply-adds); either is added in place to the conv output;
+#   thousand multiply-adds) and added in place to the conv output. Each such conv is
+#   one autograd node with a hand-written backward (``_ShiftedConv``);
 # * the branch factor ``m_k / sqrt(L)`` is multiplied into the last conv's weights
 #   (Dropout2d commutes with it), ``alpha_k`` into the downsample conv's weights;
 # * post-conv AddBias (stem) becomes the conv's bias, the head's AddBias is added
 #   after the global average pool.
 #
-# Everything stays differentiable through autograd (the folded weights are
-# functions of the parameters), so values and gradients equal those of the
-# module-by-module forward up to float rounding; ``set_fused_forward(False)`` runs
-# that reference forward. The fused path is taken only when no hook watches a
-# bypassed submodule and no AddBias still has to see its input (calibration).
+# The folded weights are functions of the parameters and the backward is exact, so
+# values and gradients equal those of the module-by-module forward up to float
+# rounding; ``set_fused_forward(False)`` runs that reference forward. The fused path
+# is taken only when no hook watches a bypassed submodule and no AddBias still has
+# to see its input (calibration). docs/results.md, "GPU runs", has what each piece
+# measured on an H200.
 
 
-def shifted_conv2d(x: Tensor, weight: Tensor, shift: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``F.conv2d(x + shift[:, None, None], weight, ...)`` with ``conv``'s geometry,
-    computed without materialising ``x + shift`` (exact, zero padding respected).
+def channels_last(x: Tensor) -> bool:
+    """True for a 4-D/5-D tensor stored channels-last (``N, H, W, C`` in memory) whose
+    channels-first strides differ (so a 1-pixel map is not counted)."""
+    return x.dim() >= 4 and not x.is_contiguous() and x.movedim(1, -1).is_contiguous()
 
-    The shift's contribution is added in place to the conv output: a per-channel
-    constant when the conv has no padding, else the conv of a one-channel image of
-    ones with the per-tap contributions (constant inside, exact at the borders).
-    (An in-place add measured faster than oneDNN's fused bias, whose gradient is
-    slow, and than in-place adds on border slices, whose backward clones the
-    gradient once per slice.)"""
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or conv.bias is not None:
-        return F.conv2d(x + shift.view(1, -1, 1, 1).to(x.dtype), weight, conv.bias,
-                        conv.stride, conv.padding, conv.dilation, conv.groups)
-    out_ch, in_per_group, kh, kw = weight.shape
-    g = conv.groups
-    out = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, g)
-    shift = shift.to(weight.dtype)
-    if conv.padding == (0, 0):
-        if g == 1:
-            const = torch.mv(weight.sum((2, 3)), shift)
+
+class _AvgPoolUpsampleGrad(torch.autograd.Function):
+    """``avg_pool(x, s)`` for sizes divisible by ``s``, whose gradient is computed as
+    a nearest-neighbour upsampling (exact there): the channels-last backward kernels
+    of average pooling are several times slower (CUDA and CPU, measured)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, s: int) -> Tensor:
+        ctx.s = s
+        return F.avg_pool2d(x, s, s) if x.dim() == 4 else F.avg_pool3d(x, s, s)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        s = ctx.s
+        return F.interpolate(grad * (1.0 / s ** (grad.dim() - 2)), scale_factor=s, mode="nearest"), None
+
+
+def downsample_pool(pool: nn.Module, x: Tensor) -> Tensor:
+    """``pool(x)`` for a shortcut's ``AvgPool`` (or ``Identity``), through
+    :class:`_AvgPoolUpsampleGrad` where that is exact and faster (channels-last
+    input, every pooled size divisible by the square/cubic stride)."""
+    if isinstance(pool, (nn.AvgPool2d, nn.AvgPool3d)) and channels_last(x):
+        k, st = pool.kernel_size, pool.stride
+        s = k if isinstance(k, int) else k[0]
+        uniform = all(v == s for v in ((k,) if isinstance(k, int) else k) + ((st,) if isinstance(st, int) else st))
+        if uniform and pool.padding in (0, (0,) * (x.dim() - 2)) and all(d % s == 0 for d in x.shape[2:]):
+            return _AvgPoolUpsampleGrad.apply(x, s)
+    return pool(x)
+
+
+_ONES: Dict[Tuple, Tensor] = {}
+
+
+def _ones(size: Tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A one-channel map of ones, ``(1, 1, *size)``, kept per size/dtype/device: every
+    step of a fixed-size training run needs the same few (read-only) maps."""
+    key = (size, dtype, device)
+    if key not in _ONES:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        with torch.inference_mode(False):  # usable by autograd even if first made under inference
+            _ONES[key] = torch.ones((1, 1) + size, dtype=dtype, device=device)
+    return _ONES[key]
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype autocast would run a convolution of ``x`` in."""
+    dev = x.device.type
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    if not channels_last(x):
+        return torch.contiguous_format
+    return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+
+
+class _ShiftedConv(torch.autograd.Function):
+    """``conv(x + shift, weight)`` for a zero-padded, bias-free conv (2D or 3D) as one
+    autograd node with a hand-written backward.
+
+    Forward: ``conv(x, W)`` plus the shift's contribution, ``taps[o, t] = sum_i W[o, i, t]
+    shift[i]`` (per group) pushed through the conv geometry: a per-channel constant
+    when there is no padding (the conv's bias; for a channels-last 1x1 conv, stride 1,
+    one group, a GEMM over the ``(N*H*W, C)`` view with that bias in its epilogue),
+    else the conv of a one-channel map of ones with ``taps`` (exact at the borders),
+    added in place in the output's memory format.
+
+    Backward: ``convolution_backward`` (or the GEMM's two products) for ``x`` and
+    ``W``; the shift's part from the output gradient summed over the batch (and
+    space, without padding): ``dW += dtaps * shift``, ``dshift = sum dtaps * W``.
+
+    One node instead of the ~30 small autograd nodes the same maths costs written
+    with tensor ops: on a GPU the fused forward was bound by their launch overhead
+    (measured on an H200, bf16, batch 128). Runs in autocast's dtype when autocast is
+    on (the shift's per-tap contribution too, as autocast computes ``x + shift`` in
+    the reference forward); not twice differentiable (``set_fused_forward(False)`` is).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, shift, stride, padding, dilation, groups):
+        dt = _compute_dtype(x)
+        nd = x.dim() - 2
+        out_ch, in_per_group = weight.shape[:2]
+        kernel = tuple(weight.shape[2:])
+        g = groups
+        xc, wc = x.to(dt), weight.to(dt)
+        # contribution of the shift through each kernel tap, in the weight's dtype: (out, taps)
+        shift = shift.to(weight.dtype)
+        if g == 1 and all(k == 1 for k in kernel):
+            taps = torch.mv(weight.view(out_ch, in_per_group), shift).unsqueeze(1)
+        elif g == 1:
+            taps = (weight * shift.view((1, -1) + (1,) * nd)).sum(1).view(out_ch, -1)
         else:
-            const = (weight.sum((2, 3)).reshape(g, out_ch // g, in_per_group)
-                     * shift.view(g, 1, in_per_group)).sum(2).reshape(out_ch)
-        return out.add_(const.to(out.dtype).view(1, -1, 1, 1))
-    # contribution of the shift through each kernel tap: (out, 1, kh, kw)
-    taps = (
-        weight.reshape(g, out_ch // g, in_per_group, kh, kw) * shift.view(g, 1, in_per_group, 1, 1)
-    ).sum(2).reshape(out_ch, 1, kh, kw)
-    ones = torch.ones((1, 1) + tuple(x.shape[-2:]), dtype=out.dtype, device=x.device)
-    edge = F.conv2d(ones, taps.to(out.dtype), None, conv.stride, conv.padding, conv.dilation)
-    return out.add_(edge)
+            taps = torch.einsum("goit,gi->got", weight.reshape(g, out_ch // g, in_per_group, -1),
+                                shift.reshape(g, in_per_group)).reshape(out_ch, -1)
+        geometry = (stride, padding, dilation, False, (0,) * nd)
+        fmt = _memory_format(xc)
+        # every operand is already in ``dt``: autocast, if on, has nothing left to cast
+        if not any(padding):
+            const = (taps.view(out_ch) if taps.shape[1] == 1 else taps.sum(1)).to(dt)
+            if g == 1 and all(k == 1 for k in kernel) and all(v == 1 for v in stride) \
+                    and fmt is not torch.contiguous_format:
+                # written through a view of a channels-last output (autograd refuses
+                # in-place ops, such as the next ReLU, on views made in a Function)
+                out = torch.empty((x.shape[0], out_ch) + x.shape[2:], dtype=dt, device=x.device,
+                                  memory_format=fmt)
+                torch.addmm(const, xc.movedim(1, -1).reshape(-1, in_per_group), wc.view(out_ch, -1).t(),
+                            out=out.movedim(1, -1).view(-1, out_ch))
+                mode = "gemm"
+            else:
+                out = torch.ops.aten.convolution(xc, wc, const, *geometry, g)
+                mode = "const"
+        else:
+            out = torch.ops.aten.convolution(xc, wc, None, *geometry, g)
+            ones = _ones(tuple(x.shape[2:]), dt, x.device)
+            edge = torch.ops.aten.convolution(ones, taps.to(dt).view((out_ch, 1) + kernel), None, *geometry, 1)
+            out.add_(edge if fmt is torch.contiguous_format else edge.contiguous(memory_format=fmt))
+            mode = "edge"
+        ctx.mode, ctx.geometry, ctx.groups, ctx.x_dtype = mode, geometry, g, x.dtype
+        ctx.save_for_backward(xc, wc, weight, shift, taps)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        xc, wc, weight, shift, taps = ctx.saved_tensors
+        need_x, need_w, need_s = ctx.needs_input_grad[:3]
+        g, mode = ctx.groups, ctx.mode
+        out_ch, in_per_group = weight.shape[:2]
+        gx = gw = gs = None
+        acc = torch.promote_types(grad.dtype, torch.float32)  # sums of bf16 gradients in float32
+        if mode == "gemm":
+            g_rows = grad.movedim(1, -1).reshape(-1, out_ch)
+            if need_x:
+                gx = (g_rows @ wc.flatten(1)).view(xc.movedim(1, -1).shape).movedim(-1, 1)
+            if need_w:
+                gw = (g_rows.t() @ xc.movedim(1, -1).reshape(-1, in_per_group)).view(weight.shape)
+            g_taps = g_rows.sum(0, dtype=acc).unsqueeze(1)
+        else:
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad, xc, wc, None, *ctx.geometry, g, [need_x, need_w, False])
+            if mode == "const":
+                dims = [0] + list(range(2, grad.dim()))
+                g_taps = grad.sum(dims, dtype=acc).unsqueeze(1)
+            else:
+                g_edge = grad.sum(0, keepdim=True)
+                ones = _ones(tuple(xc.shape[2:]), xc.dtype, xc.device)
+                g_taps = torch.ops.aten.convolution_backward(
+                    g_edge, ones, taps.to(xc.dtype).view((out_ch, 1) + tuple(weight.shape[2:])), None,
+                    *ctx.geometry, 1, [False, True, False])[1].reshape(out_ch, -1)
+        # (a constant contribution reaches every tap alike)
+        g_taps = g_taps.to(weight.dtype).expand(taps.shape).reshape(g, out_ch // g, 1, -1)
+        if need_w:
+            gw = gw.to(weight.dtype) + (g_taps * shift.to(weight.dtype).reshape(g, 1, in_per_group, 1)).reshape(weight.shape)
+        if need_s:
+            if g == 1 and taps.shape[1] == 1:
+                gs = torch.mv(weight.view(out_ch, in_per_group).t(), g_taps.view(out_ch))
+            elif g == 1:
+                gs = (weight * g_taps.view((out_ch, 1) + tuple(weight.shape[2:]))).sum([0] + list(range(2, weight.dim())))
+            else:
+                gs = torch.einsum("got,goit->gi", g_taps.squeeze(2),
+                                  weight.reshape(g, out_ch // g, in_per_group, -1)).reshape(-1)
+            gs = gs.to(shift.dtype)
+        if gx is not None:
+            gx = gx.to(ctx.x_dtype)
+        return gx, gw, gs, None, None, None, None
+
+
+def shifted_conv(x: Tensor, weight: Tensor, shift: Tensor, conv: Union[nn.Conv2d, nn.Conv3d]) -> Tensor:
+    """``conv(x + shift, weight)`` with ``conv``'s geometry (2D or 3D), computed without
+    materialising ``x + shift`` (exact: the zero padding stays zero). See
+    :class:`_ShiftedConv`."""
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or conv.bias is not None:
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return conv._conv_forward(x + shift.view(view).to(x.dtype), weight, conv.bias)
+    return _ShiftedConv.apply(x, weight, shift, tuple(conv.stride), tuple(conv.padding),
+                              tuple(conv.dilation), conv.groups)
 
 
 def _global_hooks() -> bool:
@@ -196,7 +353,7 @@ class _RescaleBlock(nn.Module):
         if self.downsample is None:
             return self.relu(branch.add_(x, alpha=alpha))
         pool, addbias, conv = self.downsample
-        shortcut = shifted_conv2d(pool(x), conv.weight * alpha, addbias.shift(), conv)
+        shortcut = shifted_conv(downsample_pool(pool, x), conv.weight * alpha, addbias.shift(), conv)
         return self.relu(branch.add_(shortcut))
 
 
@@ -231,10 +388,10 @@ class BasicBlock(_RescaleBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.can_fuse():
-            out = shifted_conv2d(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
+            out = shifted_conv(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
             out = self.relu(self.drop(out))
             w2 = self._branch_factor(self.conv2.weight)
-            out = self.drop(shifted_conv2d(out, w2, self.addbias2.shift(), self.conv2))
+            out = self.drop(shifted_conv(out, w2, self.addbias2.shift(), self.conv2))
             return self._fused_sum(x, out)
         return self.forward_reference(x)
 
@@ -277,12 +434,12 @@ class Bottleneck(_RescaleBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.can_fuse():
-            out = shifted_conv2d(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
+            out = shifted_conv(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
             out = self.relu(self.drop(out))
-            out = shifted_conv2d(out, self.conv2.weight, self.addbias2.shift(), self.conv2)
+            out = shifted_conv(out, self.conv2.weight, self.addbias2.shift(), self.conv2)
             out = self.relu(self.drop(out))
             w3 = self._branch_factor(self.conv3.weight)
-            out = self.drop(shifted_conv2d(out, w3, self.addbias3.shift(), self.conv3))
+            out = self.drop(shifted_conv(out, w3, self.addbias3.shift(), self.conv3))
             return self._fused_sum(x, out)
         return self.forward_reference(x)
 

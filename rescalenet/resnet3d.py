@@ -44,7 +44,14 @@ from .rescale import (
     residual_scale,
     shortcut_scale,
 )
-from .resnet import ARCH_SETTINGS, StagedNetworkAPI, _global_hooks, _submodules_unhooked
+from .resnet import (
+    ARCH_SETTINGS,
+    StagedNetworkAPI,
+    _global_hooks,
+    _submodules_unhooked,
+    downsample_pool,
+    shifted_conv,
+)
 
 __all__ = [
     "RescaleNet3d",
@@ -54,7 +61,6 @@ __all__ = [
     "InflationReport",
     "slowonly_rescalenet50",
     "i3d_rescalenet50",
-    "shifted_conv3d",
     "INFLATE_STYLES",
 ]
 
@@ -100,25 +106,6 @@ def _conv(cin: int, cout: int, kernel: Triple, stride: Triple = (1, 1, 1), group
 def _foldable(module: nn.Module) -> bool:
     """No hook on a submodule the fused forward bypasses, and every AddBias a pure shift."""
     return _submodules_unhooked(module) and not _global_hooks()
-
-
-def shifted_conv3d(x: Tensor, weight: Tensor, shift: Tensor, conv: nn.Conv3d) -> Tensor:
-    """``F.conv3d(x + shift[:, None, None, None], weight, ...)`` with ``conv``'s geometry,
-    without materialising ``x + shift`` (exact: the zero padding stays zero)."""
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str) or conv.bias is not None:
-        return F.conv3d(x + shift.view(1, -1, 1, 1, 1).to(x.dtype), weight, conv.bias,
-                        conv.stride, conv.padding, conv.dilation, conv.groups)
-    out_ch, in_per_group = weight.shape[:2]
-    g = conv.groups
-    shift = shift.to(weight.dtype)
-    # the shift's contribution through each kernel tap: (out, 1, kt, kh, kw)
-    taps = (weight.reshape(g, out_ch // g, in_per_group, *weight.shape[2:])
-            * shift.view(g, 1, in_per_group, 1, 1, 1)).sum(2).reshape(out_ch, 1, *weight.shape[2:])
-    if not any(conv.padding):
-        return F.conv3d(x, weight, taps.sum((1, 2, 3, 4)), conv.stride, 0, conv.dilation, g)
-    out = F.conv3d(x, weight, None, conv.stride, conv.padding, conv.dilation, g)
-    ones = torch.ones((1, 1) + tuple(x.shape[2:]), dtype=out.dtype, device=x.device)
-    return out.add_(F.conv3d(ones, taps.to(out.dtype), None, conv.stride, conv.padding, conv.dilation))
 
 
 class _RescaleBlock3d(nn.Module):
@@ -193,7 +180,7 @@ class _RescaleBlock3d(nn.Module):
         if self.downsample is None:
             return self.relu(branch.add_(x, alpha=alpha))
         pool, addbias, conv = self.downsample
-        shortcut = shifted_conv3d(pool(x), conv.weight * alpha, addbias.shift(), conv)
+        shortcut = shifted_conv(downsample_pool(pool, x), conv.weight * alpha, addbias.shift(), conv)
         return self.relu(branch.add_(shortcut))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -209,7 +196,7 @@ class _RescaleBlock3d(nn.Module):
         for i, (conv, addbias) in enumerate(zip(convs, shifts)):
             last = i == len(convs) - 1
             weight = self._branch_factor(conv.weight) if last else conv.weight
-            out = self.drop(shifted_conv3d(out, weight, addbias.shift(), conv))
+            out = self.drop(shifted_conv(out, weight, addbias.shift(), conv))
             if not last:
                 out = self.relu(out)
         return self._fused_sum(x, out)

@@ -315,3 +315,30 @@ def test_fused_forward_equals_the_module_by_module_forward():
     # a hook on a bypassed module switches that block to the reference path
     model.layer2[0].conv1.register_forward_hook(lambda *a: None)
     assert not model.layer2[0].can_fuse() and model.layer1[0].can_fuse()
+
+
+def test_channels_last_3d_fused_forward_equals_the_reference():
+    """GPU training runs channels-last: the 1x1x1 convs as GEMMs and the pooling with
+    the upsampling gradient compute the reference's values and gradients."""
+    kw = dict(depth=50, stage_blocks=(1, 1, 1, 1), inflate=(0, 0, 1, 1), temporal_strides=(1, 2, 1, 1),
+              num_classes=5, calibration_steps=1)
+    model = RescaleNet3d(**kw).double()
+    x = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    calibrate(model, [x])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("._bias"):
+                p.normal_(0, 0.1)
+            elif name.endswith("._scale"):
+                p.uniform_(0.5, 1.5)
+    reference = RescaleNet3d(**kw).double()
+    reference.load_state_dict(model.state_dict())
+    reference.set_fused_forward(False)
+    model.train().to(memory_format=torch.channels_last_3d)
+    reference.train().to(memory_format=torch.channels_last_3d)
+    out, ref = model(x), reference(x)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    out.pow(2).sum().backward()
+    ref.pow(2).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-12, msg=name)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import rescalenet
-from rescalenet.resnet import shifted_conv2d
+from rescalenet.resnet import downsample_pool, shifted_conv
 
 
 def _grads(model, x, fused, seed=3):
@@ -56,16 +56,49 @@ def test_fused_forward_and_backward_equal_the_reference(name, kw, size):
         torch.testing.assert_close(model(x), ref, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("name,size", [
+    ("rescalenet50", (64, 64)),   # even sizes: 1x1 convs as GEMMs, pooling with the upsampling gradient
+    ("rescalenet18", (37, 30)),   # odd sizes: the pooling falls back to AvgPool2d
+])
+def test_channels_last_fused_forward_equals_the_reference(name, size):
+    """The channels-last fast paths (GPU training runs channels-last) compute the
+    same function and gradients as the reference forward."""
+    model = rescalenet.create_model(name, num_classes=5).double()
+    rescalenet.calibrate(model, [torch.randn(2, 3, *size, dtype=torch.double) + 0.5 for _ in range(8)])
+    _perturb(model)
+    model.train().to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, *size, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    ref_out, ref_grads = _grads(model, x, fused=False)
+    out, grads = _grads(model, x, fused=True)
+    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-10)
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-7, atol=1e-9, msg=n)
+
+
+@pytest.mark.parametrize("shape,stride", [((2, 6, 8, 10), 2), ((2, 6, 4, 8, 6), 2)])
+def test_downsample_pool_gradient_by_upsampling_is_exact(shape, stride):
+    pool = (nn.AvgPool2d if len(shape) == 4 else nn.AvgPool3d)(
+        stride, stride, ceil_mode=True, count_include_pad=False)
+    fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+    x = torch.randn(*shape, dtype=torch.double).contiguous(memory_format=fmt).requires_grad_()
+    out = downsample_pool(pool, x)
+    torch.testing.assert_close(out, pool(x))
+    g = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad((out * g).sum(), x)[0],
+                               torch.autograd.grad((pool(x) * g).sum(), x)[0])
+
+
 @pytest.mark.parametrize("k,stride,pad,dil,groups,hw", [
     (3, 1, 1, 1, 1, (9, 7)), (3, 2, 1, 1, 4, (9, 8)), (1, 1, 0, 1, 1, (5, 5)),
     (5, 2, 2, 1, 2, (11, 6)), (3, 1, 2, 2, 1, (6, 9)), (7, 2, 3, 1, 1, (3, 3)),
 ])
-def test_shifted_conv_is_conv_of_the_shifted_input(k, stride, pad, dil, groups, hw):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_shifted_conv_is_conv_of_the_shifted_input(k, stride, pad, dil, groups, hw, memory_format):
     conv = nn.Conv2d(8, 12, k, stride, pad, dil, groups=groups, bias=False).double()
-    x = torch.randn(2, 8, *hw, dtype=torch.double, requires_grad=True)
+    x = torch.randn(2, 8, *hw, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
     v = torch.randn(8, dtype=torch.double, requires_grad=True)
     ref = conv(x + v.view(1, -1, 1, 1))
-    out = shifted_conv2d(x, conv.weight, v, conv)
+    out = shifted_conv(x, conv.weight, v, conv)
     torch.testing.assert_close(out, ref)
     g = torch.randn_like(ref)
     ga = torch.autograd.grad((ref * g).sum(), (x, v, conv.weight))
@@ -90,3 +123,16 @@ def test_fused_path_is_skipped_while_calibrating_and_under_hooks():
     assert seen == [(2, 64, 8, 8)]  # a hook on a folded module still fires
     h.remove()
     assert blk.can_fuse()
+
+
+def test_training_works_after_an_inference_mode_forward():
+    """The fused path's cached maps of ones, first made under ``inference_mode``,
+    must still be usable by autograd when training resumes."""
+    model = rescalenet.rescalenet18(num_classes=3)
+    rescalenet.calibrate(model, [torch.randn(2, 3, 24, 24)] * 8)
+    model.eval()
+    with torch.inference_mode():
+        model(torch.randn(2, 3, 24, 24))
+    model.train()
+    model(torch.randn(2, 3, 24, 24)).sum().backward()
+    assert model.layer1[0].conv1.weight.grad is not None
