@@ -51,10 +51,6 @@ __all__ = [
 NO_DECAY_PARAM_NAMES = ("_bias", "_scale")  # AddBias biases and residual multipliers
 
 
-def _dropout(p: float) -> nn.Module:
-    return nn.Dropout2d(p) if p > 0 else nn.Identity()
-
-
 # -- fused forward ---------------------------------------------------------------
 # Once every AddBias is calibrated its forward is a pure shift ``x + v``, and the
 # shift can be computed inside the next convolution instead of as a separate pass
@@ -282,11 +278,18 @@ def _submodules_unhooked(module: nn.Module) -> bool:
 
 
 class _RescaleBlock(nn.Module):
-    """What both block types share: the shortcut, the rescaled sum and the init."""
+    """What every RescaleNet block shares, 2D and 3D: the shortcut, the rescaled sum,
+    the init and the fused forward. Subclasses build ``addbias1``/``conv1`` ... (one
+    AddBias before each branch conv), list the convs in ``branch_layers`` and write
+    ``forward_reference``; the 3D blocks (:mod:`rescalenet.resnet3d`) change only the
+    layer classes below and pass a ``(t, h, w)`` stride."""
 
     expansion: int = 1
     num_branch_layers: int = 0
     fused: bool = True  # see "fused forward" above; ``RescaleNet.set_fused_forward``
+    pool_layer: Type[nn.Module] = nn.AvgPool2d
+    conv_layer: Type[nn.Module] = nn.Conv2d
+    dropout_layer: Type[nn.Module] = nn.Dropout2d
 
     def __init__(
         self,
@@ -294,7 +297,7 @@ class _RescaleBlock(nn.Module):
         planes: int,
         index: int,
         num_blocks: int,
-        stride: int = 1,
+        stride: Union[int, Tuple[int, ...]] = 1,
         multiplier: str = "scalar",
         drop_conv: float = 0.0,
     ) -> None:
@@ -303,22 +306,27 @@ class _RescaleBlock(nn.Module):
         self.index = index
         self.num_blocks = num_blocks
         self.drop_conv = drop_conv
-        self.drop = _dropout(drop_conv)
+        self.drop = self.dropout_layer(drop_conv) if drop_conv > 0 else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
         self.downsample: Optional[nn.Sequential] = None
-        if stride != 1 or inplanes != out_planes:
+        strided = any(s != 1 for s in (stride if isinstance(stride, tuple) else (stride,)))
+        if strided or inplanes != out_planes:
             self.downsample = nn.Sequential(
-                nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-                if stride != 1
+                # average-pool the stride away, then AddBias and a 1x1 conv (official code)
+                self.pool_layer(stride, stride, ceil_mode=True, count_include_pad=False)
+                if strided
                 else nn.Identity(),
                 AddBias(inplanes),
-                nn.Conv2d(inplanes, out_planes, 1, bias=False),
+                self.conv_layer(inplanes, out_planes, 1, bias=False),
             )
         self.rescale = RescaledResidual(
             shortcut_scale(index), residual_scale(num_blocks), multiplier, channels=out_planes
         )
 
-    def branch_layers(self) -> List[nn.Conv2d]:
+    def branch_layers(self) -> List[nn.Module]:
+        raise NotImplementedError
+
+    def forward_reference(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def reset_parameters(self) -> None:
@@ -336,16 +344,34 @@ class _RescaleBlock(nn.Module):
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(self.rescale(shortcut, branch))
 
+    def forward(self, x: Tensor) -> Tensor:
+        if self.can_fuse():
+            return self.forward_fused(x)
+        return self.forward_reference(x)
+
     # -- fused forward ------------------------------------------------------------
     def can_fuse(self) -> bool:
         return self.fused and not _global_hooks() and _submodules_unhooked(self)
 
+    def forward_fused(self, x: Tensor) -> Tensor:
+        """The block with its AddBias shifts and residual factors folded into the convs."""
+        convs = self.branch_layers()
+        out = x
+        for i, conv in enumerate(convs, 1):
+            last = i == len(convs)
+            weight = self._branch_factor(conv.weight) if last else conv.weight
+            out = self.drop(shifted_conv(out, weight, getattr(self, f"addbias{i}").shift(), conv))
+            if not last:
+                out = self.relu(out)
+        return self._fused_sum(x, out)
+
     def _branch_factor(self, weight: Tensor) -> Tensor:
-        """The last branch conv's weight times ``m_k / sqrt(L)``."""
+        """The last branch conv's weight times ``m_k / sqrt(L)`` (Dropout commutes with it)."""
         scale = self.rescale._scale
         if scale is None:
             return weight * self.rescale.residual_scale
-        return weight * (scale * self.rescale.residual_scale).to(weight.dtype).view(-1, 1, 1, 1)
+        factor = (scale * self.rescale.residual_scale).to(weight.dtype)
+        return weight * factor.view((-1,) + (1,) * (weight.dim() - 1))
 
     def _fused_sum(self, x: Tensor, branch: Tensor) -> Tensor:
         """relu(alpha_k * shortcut(x) + branch), ``branch`` already scaled, written in place."""
@@ -386,15 +412,6 @@ class BasicBlock(_RescaleBlock):
     def branch_layers(self) -> List[nn.Conv2d]:
         return [self.conv1, self.conv2]
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.can_fuse():
-            out = shifted_conv(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
-            out = self.relu(self.drop(out))
-            w2 = self._branch_factor(self.conv2.weight)
-            out = self.drop(shifted_conv(out, w2, self.addbias2.shift(), self.conv2))
-            return self._fused_sum(x, out)
-        return self.forward_reference(x)
-
     def forward_reference(self, x: Tensor) -> Tensor:
         """Module by module, as the official code (used while calibrating)."""
         out = self.relu(self.drop(self.conv1(self.addbias1(x))))
@@ -431,17 +448,6 @@ class Bottleneck(_RescaleBlock):
 
     def branch_layers(self) -> List[nn.Conv2d]:
         return [self.conv1, self.conv2, self.conv3]
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.can_fuse():
-            out = shifted_conv(x, self.conv1.weight, self.addbias1.shift(), self.conv1)
-            out = self.relu(self.drop(out))
-            out = shifted_conv(out, self.conv2.weight, self.addbias2.shift(), self.conv2)
-            out = self.relu(self.drop(out))
-            w3 = self._branch_factor(self.conv3.weight)
-            out = self.drop(shifted_conv(out, w3, self.addbias3.shift(), self.conv3))
-            return self._fused_sum(x, out)
-        return self.forward_reference(x)
 
     def forward_reference(self, x: Tensor) -> Tensor:
         """Module by module, as the official code (used while calibrating)."""

@@ -35,23 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import MULTIPLIERS, AddBias, RescaledResidual
-from .rescale import (
-    block_index,
-    branch_init_gain,
-    init_branch_weight_,
-    init_linear_preserving_,
-    residual_scale,
-    shortcut_scale,
-)
-from .resnet import (
-    ARCH_SETTINGS,
-    StagedNetworkAPI,
-    _global_hooks,
-    _submodules_unhooked,
-    downsample_pool,
-    shifted_conv,
-)
+from .layers import MULTIPLIERS, AddBias
+from .rescale import block_index, init_linear_preserving_
+from .resnet import ARCH_SETTINGS, StagedNetworkAPI, _global_hooks, _RescaleBlock
 
 __all__ = [
     "RescaleNet3d",
@@ -71,49 +57,27 @@ _HEAD_KEYS = ("fc.", "final_addbias.")
 Triple = Tuple[int, int, int]
 
 
-def _dropout(p: float) -> nn.Module:
-    return nn.Dropout3d(p) if p > 0 else nn.Identity()
-
-
 def _conv(cin: int, cout: int, kernel: Triple, stride: Triple = (1, 1, 1), groups: int = 1) -> nn.Conv3d:
     padding = tuple((k - 1) // 2 for k in kernel)
     return nn.Conv3d(cin, cout, kernel, stride, padding, groups=groups, bias=False)
 
 
 # -- fused forward ---------------------------------------------------------------
-# Once calibrated, an AddBias is a constant shift ``x + v`` and the residual factors
-# are constants too, so a block can run with them folded into its convolutions
-# instead of as separate passes over the activations (which autograd would also keep
-# for the backward pass):
-#
-# * conv(pad0(x + v)) = conv(pad0(x)) + conv(pad0(v)): the second term is the
-#   convolution of a constant clip (v inside, zeros in the padding), a per-channel
-#   constant in the interior that only changes where the kernel reaches into the
-#   padding; it is computed exactly from a one-channel clip of ones (a few thousand
-#   multiply-adds) and added to the output in place, or passed as the conv's bias for
-#   unpadded (1x1x1) convs;
-# * ``m_k / sqrt(L)`` is multiplied into the last branch conv's weights and
-#   ``alpha_k`` into the downsample conv's weights (Dropout3d commutes with both);
-# * the stem's post-conv AddBias becomes the conv's bias.
-#
-# Everything stays differentiable (the folded weights and biases are functions of the
-# parameters), so values and gradients equal the module-by-module forward up to float
-# rounding. The fused path is taken only when every AddBias of the block would act as
-# a pure shift (calibrated, or in eval mode) and no hook watches a bypassed module;
-# ``RescaleNet3d.set_fused_forward(False)`` forces the reference forward.
+# The blocks run the 2D blocks' fused forward (``rescalenet.resnet``, "fused forward"):
+# once calibrated, every AddBias shift is computed inside the next conv (exact at the
+# zero-padded borders, in time too), ``m_k / sqrt(L)`` is multiplied into the last
+# branch conv's weights and ``alpha_k`` into the downsample conv's weights (Dropout3d
+# commutes with both); the stem's post-conv AddBias becomes the conv's bias.
+# ``RescaleNet3d.set_fused_forward(False)`` forces the module-by-module forward.
 
 
-def _foldable(module: nn.Module) -> bool:
-    """No hook on a submodule the fused forward bypasses, and every AddBias a pure shift."""
-    return _submodules_unhooked(module) and not _global_hooks()
+class _RescaleBlock3d(_RescaleBlock):
+    """The 2D block's shortcut, rescaled sum, init and fused forward with 3D layers;
+    the stride is ``(temporal_stride, spatial_stride, spatial_stride)``."""
 
-
-class _RescaleBlock3d(nn.Module):
-    """Shortcut, rescaled sum and init shared by both 3D blocks (the 2D rules)."""
-
-    expansion: int = 1
-    num_branch_layers: int = 0
-    fused: bool = True  # see "fused forward" above; ``RescaleNet3d.set_fused_forward``
+    pool_layer = nn.AvgPool3d
+    conv_layer = nn.Conv3d
+    dropout_layer = nn.Dropout3d
 
     def __init__(
         self,
@@ -126,80 +90,8 @@ class _RescaleBlock3d(nn.Module):
         multiplier: str = "scalar",
         drop_conv: float = 0.0,
     ) -> None:
-        super().__init__()
-        out_planes = planes * self.expansion
-        self.index = index
-        self.num_blocks = num_blocks
-        self.drop_conv = drop_conv
-        self.drop = _dropout(drop_conv)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: Optional[nn.Sequential] = None
-        stride = (temporal_stride, spatial_stride, spatial_stride)
-        if stride != (1, 1, 1) or inplanes != out_planes:
-            # as in 2D: average-pool the stride away, then AddBias and a 1x1x1 conv
-            self.downsample = nn.Sequential(
-                nn.AvgPool3d(stride, stride, ceil_mode=True, count_include_pad=False)
-                if stride != (1, 1, 1)
-                else nn.Identity(),
-                AddBias(inplanes),
-                nn.Conv3d(inplanes, out_planes, 1, bias=False),
-            )
-        self.rescale = RescaledResidual(
-            shortcut_scale(index), residual_scale(num_blocks), multiplier, channels=out_planes
-        )
-
-    def branch_layers(self) -> List[nn.Conv3d]:
-        raise NotImplementedError
-
-    def reset_parameters(self) -> None:
-        gain = branch_init_gain(self.index, self.num_blocks, self.num_branch_layers, self.drop_conv)
-        for conv in self.branch_layers():
-            init_branch_weight_(conv, gain)
-        if self.downsample is not None:
-            init_linear_preserving_(self.downsample[2])
-        if self.rescale._scale is not None:
-            nn.init.ones_(self.rescale._scale)
-
-    def residual_sum(self, x: Tensor, branch: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.rescale(shortcut, branch))
-
-    def can_fuse(self) -> bool:
-        return self.fused and _foldable(self)
-
-    def _branch_factor(self, weight: Tensor) -> Tensor:
-        """The last branch conv's weight times ``m_k / sqrt(L)``."""
-        scale = self.rescale._scale
-        if scale is None:
-            return weight * self.rescale.residual_scale
-        return weight * (scale * self.rescale.residual_scale).to(weight.dtype).view(-1, 1, 1, 1, 1)
-
-    def _fused_sum(self, x: Tensor, branch: Tensor) -> Tensor:
-        """relu(alpha_k * shortcut(x) + branch), ``branch`` already scaled, in place."""
-        alpha = self.rescale.shortcut_scale
-        if self.downsample is None:
-            return self.relu(branch.add_(x, alpha=alpha))
-        pool, addbias, conv = self.downsample
-        shortcut = shifted_conv(downsample_pool(pool, x), conv.weight * alpha, addbias.shift(), conv)
-        return self.relu(branch.add_(shortcut))
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.can_fuse():
-            return self.forward_fused(x)
-        return self.forward_reference(x)
-
-    def forward_fused(self, x: Tensor) -> Tensor:
-        """The block with its AddBias shifts and residual factors folded into the convs."""
-        convs = self.branch_layers()
-        shifts = [self.addbias1, self.addbias2] + ([self.addbias3] if len(convs) == 3 else [])
-        out = x
-        for i, (conv, addbias) in enumerate(zip(convs, shifts)):
-            last = i == len(convs) - 1
-            weight = self._branch_factor(conv.weight) if last else conv.weight
-            out = self.drop(shifted_conv(out, weight, addbias.shift(), conv))
-            if not last:
-                out = self.relu(out)
-        return self._fused_sum(x, out)
+        super().__init__(inplanes, planes, index, num_blocks,
+                         (temporal_stride, spatial_stride, spatial_stride), multiplier, drop_conv)
 
 
 class BasicBlock3d(_RescaleBlock3d):
