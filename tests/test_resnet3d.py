@@ -286,44 +286,19 @@ def test_frozen_stages_and_grad_checkpointing():
         torch.testing.assert_close(p.grad, g)
 
 
-def test_fused_forward_equals_the_module_by_module_forward():
+@pytest.mark.parametrize("kw,memory_format", [
+    # basic blocks, 3x3x3 and 1x3x3 convs: padding borders in time and space
+    (dict(depth=18, inflate=(1, 0, 1, 1)), torch.contiguous_format),
+    # bottlenecks channels-last, as GPU training runs: 1x1x1 convs as GEMMs, the
+    # (2, 2, 2) pooling with its upsampling gradient
+    (dict(depth=50, inflate=(0, 0, 1, 1)), torch.channels_last_3d),
+])
+def test_fused_forward_equals_the_module_by_module_forward(kw, memory_format):
     """Once calibrated, AddBias shifts and residual factors are folded into the convs;
     values and gradients must equal the reference forward (padding borders included)."""
-    model = RescaleNet3d(depth=18, stage_blocks=(1, 1, 1, 1), inflate=(1, 0, 1, 1), temporal_strides=(1, 2, 1, 1),
-                         num_classes=5, calibration_steps=1).double()
-    x = torch.randn(2, 3, 6, 32, 32, dtype=torch.float64)
-    calibrate(model, [x])
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("._bias"):
-                p.normal_(0, 0.1)
-            elif name.endswith("._scale"):
-                p.uniform_(0.5, 1.5)
-    reference = RescaleNet3d(depth=18, stage_blocks=(1, 1, 1, 1), inflate=(1, 0, 1, 1),
-                             temporal_strides=(1, 2, 1, 1), num_classes=5, calibration_steps=1).double()
-    reference.load_state_dict(model.state_dict())
-    reference.set_fused_forward(False)
-    assert all(b.can_fuse() for b in _blocks(model)) and not any(b.can_fuse() for b in _blocks(reference))
-    model.train()
-    reference.train()
-    out, ref = model(x), reference(x)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    out.pow(2).sum().backward()
-    ref.pow(2).sum().backward()
-    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-12, msg=name)
-    # a hook on a bypassed module switches that block to the reference path
-    model.layer2[0].conv1.register_forward_hook(lambda *a: None)
-    assert not model.layer2[0].can_fuse() and model.layer1[0].can_fuse()
-
-
-def test_channels_last_3d_fused_forward_equals_the_reference():
-    """GPU training runs channels-last: the 1x1x1 convs as GEMMs and the pooling with
-    the upsampling gradient compute the reference's values and gradients."""
-    kw = dict(depth=50, stage_blocks=(1, 1, 1, 1), inflate=(0, 0, 1, 1), temporal_strides=(1, 2, 1, 1),
-              num_classes=5, calibration_steps=1)
+    kw = dict(kw, stage_blocks=(1, 1, 1, 1), temporal_strides=(1, 2, 1, 1), num_classes=5, calibration_steps=1)
     model = RescaleNet3d(**kw).double()
-    x = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64).contiguous(memory_format=memory_format)
     calibrate(model, [x])
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -334,11 +309,15 @@ def test_channels_last_3d_fused_forward_equals_the_reference():
     reference = RescaleNet3d(**kw).double()
     reference.load_state_dict(model.state_dict())
     reference.set_fused_forward(False)
-    model.train().to(memory_format=torch.channels_last_3d)
-    reference.train().to(memory_format=torch.channels_last_3d)
+    assert all(b.can_fuse() for b in _blocks(model)) and not any(b.can_fuse() for b in _blocks(reference))
+    model.train().to(memory_format=memory_format)
+    reference.train().to(memory_format=memory_format)
     out, ref = model(x), reference(x)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     out.pow(2).sum().backward()
     ref.pow(2).sum().backward()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-8, atol=1e-12, msg=name)
+    # a hook on a bypassed module switches that block to the reference path
+    model.layer2[0].conv1.register_forward_hook(lambda *a: None)
+    assert not model.layer2[0].can_fuse() and model.layer1[0].can_fuse()
