@@ -138,7 +138,7 @@ def test_two_processes_keep_identical_addbias_means(shapes):
 @pytest.mark.slow
 def test_torchrun_cli_two_processes(shapes, tmp_path):
     out = str(tmp_path / "tr")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "rescalenet.train"] + _args(shapes, out, "--warmup-epochs", "0", "--epochs", "3", "--device", "cpu")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
