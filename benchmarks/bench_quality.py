@@ -1,8 +1,8 @@
 """Quality at small scale: top-1 of RescaleNet-50 against BN, GroupNorm, Fixup and
 SkipInit ResNet-50 on a generated task, same data, schedule, budget and seeds.
 
-    python benchmarks/bench_quality.py                    # defaults: about 10 minutes on 2 cores
-    python benchmarks/bench_quality.py --steps 300 --seeds 0 1 2
+    python benchmarks/bench_quality.py                    # defaults: about 25 minutes on 2 idle cores
+    python benchmarks/bench_quality.py --steps 600 --seeds 0 1 2
 
 Task: ``rescalenet.data.tensor_dataset(hard=True)``: 8 shape classes, random colour,
 size, position and rotation, colour-gradient background, Gaussian noise and two
@@ -82,7 +82,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=300, help="SGD steps per run (60 left every method at chance)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--train", type=int, default=2048)
