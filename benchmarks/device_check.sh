@@ -9,7 +9,13 @@
 # the repository on PYTHONPATH. The translation steps need fairseq: a folder
 # .devsite/site holding fairseq (its pure-Python part is enough for in-process
 # training), hydra, omegaconf and antlr4, plus .devsite/whl/bitarray-*.whl for the
-# machine's Python (see docs/results.md, "GPU runs", for how it is made).
+# GPU machine's Python. Made from this project's .venv (after `make setup`):
+#   SP=.venv/lib/python3.11/site-packages; mkdir -p .devsite/site
+#   for p in fairseq fairseq_cli hydra omegaconf antlr4; do cp -r $SP/$p .devsite/site/; done
+#   find .devsite/site \( -name __pycache__ -o -name '*.so' -o -name examples \) -prune -exec rm -rf {} +
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_17_x86_64 -d .devsite/whl bitarray==3.12.3
+#   echo /.devsite/ >> .git/info/exclude     # then pass .devsite along with the working tree
 # Each step has its own time limit, logs to $OUT/<step>.log, and a failing step does
 # not stop the next; docs/results.md (to which the benchmarks append) is copied to $OUT.
 set -u
