@@ -458,10 +458,27 @@ class Bottleneck(_RescaleBlock):
 
 
 class StagedNetworkAPI:
-    """What the 2D and 3D RescaleNets share beyond their layers: freezing, the stage
-    loop's gradient checkpointing, and timm's model API. Expects ``conv1``,
-    ``addbias1``, ``layer1`` ... ``layerN``, ``frozen_stages``, ``grad_checkpointing``
-    and ``fused`` on the network (a mixin placed before ``nn.Module``)."""
+    """What the 2D and 3D RescaleNets share beyond their layers: the init, freezing,
+    the stage loop's gradient checkpointing, and timm's model API. Expects ``conv1``,
+    ``addbias1``, ``layer1`` ... ``layerN``, ``num_features``, an optional ``fc``,
+    ``frozen_stages``, ``grad_checkpointing`` and ``fused`` on the network (a mixin
+    placed before ``nn.Module``)."""
+
+    # -- init -------------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """The official init: He fan-in (gain sqrt 2) stem (3D: the fan-in counts the
+        temporal taps), depth-scaled branches, gain-1 shortcut convs and classifier,
+        zero AddBias and unit multipliers. Calibration state is left as it is."""
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
+        for m in self.modules():
+            if isinstance(m, _RescaleBlock):
+                m.reset_parameters()
+            elif isinstance(m, AddBias):
+                nn.init.zeros_(m._bias)
+        if isinstance(getattr(self, "fc", None), nn.Linear):
+            init_linear_preserving_(self.fc)
+            bound = 1.0 / self.num_features**0.5  # PyTorch's default bias init, as official
+            nn.init.uniform_(self.fc.bias, -bound, bound)
 
     # -- freezing ---------------------------------------------------------------
     def _frozen_modules(self) -> List[nn.Module]:
@@ -640,22 +657,6 @@ class RescaleNet(StagedNetworkAPI, nn.Module):
             self.inplanes = planes * self.block.expansion
             self._next_block += 1
         return nn.Sequential(*layers)
-
-    # -- init -------------------------------------------------------------------
-    def reset_parameters(self) -> None:
-        """The official init: He fan-in (gain sqrt 2) stem, depth-scaled branches,
-        gain-1 shortcut convs and classifier, zero AddBias and unit multipliers.
-        Calibration state is left as it is."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
-        for m in self.modules():
-            if isinstance(m, _RescaleBlock):
-                m.reset_parameters()
-            elif isinstance(m, AddBias):
-                nn.init.zeros_(m._bias)
-        if isinstance(getattr(self, "fc", None), nn.Linear):
-            init_linear_preserving_(self.fc)
-            bound = 1.0 / self.num_features**0.5  # PyTorch's default bias init, as official
-            nn.init.uniform_(self.fc.bias, -bound, bound)
 
     # -- forward ----------------------------------------------------------------
     def _check_input(self, x: Tensor) -> None:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import MULTIPLIERS, AddBias
-from .rescale import block_index, init_linear_preserving_
+from .rescale import block_index
 from .resnet import ARCH_SETTINGS, StagedNetworkAPI, _global_hooks, _RescaleBlock
 
 __all__ = [
@@ -409,22 +409,7 @@ class RescaleNet3d(StagedNetworkAPI, nn.Module):
             self._next_block += 1
         return nn.Sequential(*layers)
 
-    # -- init -------------------------------------------------------------------
-    def reset_parameters(self) -> None:
-        """The 2D init with 3D fan-ins: He stem, depth-scaled branches, gain-1 shortcut
-        convs and classifier, zero AddBias biases, unit multipliers. Calibration state
-        is left as it is."""
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
-        for m in self.modules():
-            if isinstance(m, _RescaleBlock3d):
-                m.reset_parameters()
-            elif isinstance(m, AddBias):
-                nn.init.zeros_(m._bias)
-        if isinstance(getattr(self, "fc", None), nn.Linear):
-            init_linear_preserving_(self.fc)
-            bound = 1.0 / self.num_features**0.5
-            nn.init.uniform_(self.fc.bias, -bound, bound)
-
+    # -- init (reset_parameters: StagedNetworkAPI, the 2D init with 3D fan-ins) --
     def inflate_2d_(self, state_dict_2d: Mapping[str, Tensor], strict: bool = True) -> "InflationReport":
         """In-place :func:`inflate_from_2d` of a 2D RescaleNet state_dict into this model."""
         return inflate_from_2d(self, state_dict_2d, strict=strict)
