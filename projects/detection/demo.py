@@ -15,23 +15,18 @@ through the real OpenMMLab command line.
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
+from .. import mim_cli
+from ..mim_cli import PROGRESS_MARKS, ROOT, last_checkpoint, read_test_metrics  # noqa: F401 (the tests use them)
 from .synthetic_coco import data_cfg_options, make_synthetic_coco
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "mask_rcnn_rescale18_synthetic_demo.py")
-# Lines of the runner's log worth showing while a run is in progress.
-PROGRESS_MARKS = ("Epoch(train)", "Epoch(val)", "Epoch(test)", "Saving checkpoint", "Traceback", "Error")
 
 
 def _progress(line: str) -> str:
@@ -46,44 +41,11 @@ def _progress(line: str) -> str:
     return " ".join([head.group(0) if head else line[:24]] + [f"{k}: {v}" for k, v in fields])
 
 
-def _cfg_args(options: Dict[str, object]) -> List[str]:
-    return ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()] if options else []
-
-
 def run_mim(command: str, config: str, work_dir: str, cfg_options: Optional[Dict[str, object]] = None,
             extra: Sequence[str] = (), verbose: bool = True) -> str:
-    """``mim <command> mmdet CONFIG --work-dir WORK_DIR [extra] --cfg-options ...`` in a
-    subprocess (from the repository root); returns its whole output, raises with
-    the tail of it if the command fails. ``verbose`` echoes the progress lines."""
-    cmd = [sys.executable, "-m", "mim", command, "mmdet", config, "--work-dir", work_dir,
-           *extra, *_cfg_args(cfg_options or {})]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if verbose and any(m in line for m in PROGRESS_MARKS):
-            print("    " + _progress(line), flush=True)
-    proc.wait()
-    out = "".join(lines)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n{out[-6000:]}")
-    return out
-
-
-def last_checkpoint(work_dir: str) -> str:
-    """The path MMEngine's ``last_checkpoint`` file points at."""
-    with open(os.path.join(work_dir, "last_checkpoint")) as f:
-        return f.read().strip()
-
-
-def read_test_metrics(work_dir: str) -> Dict[str, float]:
-    """The metrics ``mim test`` dumped (``<work_dir>/<timestamp>/<timestamp>.json``), newest run."""
-    files = sorted(glob.glob(os.path.join(work_dir, "*", "*.json")), key=os.path.getmtime)
-    if not files:
-        raise FileNotFoundError(f"no metrics file under {work_dir}")
-    with open(files[-1]) as f:
-        return json.load(f)
+    """``mim <command> mmdet CONFIG ...`` (:func:`projects.mim_cli.run_mim`), progress
+    lines shortened by :func:`_progress`."""
+    return mim_cli.run_mim("mmdet", command, config, work_dir, cfg_options, extra, verbose, show=_progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:

@@ -15,60 +15,23 @@ OpenMMLab command line, on the CPU:
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
+from .. import mim_cli
+from ..mim_cli import ROOT, last_checkpoint, read_test_metrics  # noqa: F401 (the tests use them)
 from .synthetic_clips import data_cfg_options, generate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(ROOT, "configs", "slowonly_rescale18_synthetic_demo.py")
-PROGRESS_MARKS = ("Epoch(train)", "Epoch(val)", "Epoch(test)", "Saving checkpoint", "Traceback", "Error")
-
-
-def _cfg_args(options: Dict[str, object]) -> List[str]:
-    return ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()] if options else []
 
 
 def run_mim(command: str, config: str, work_dir: str, cfg_options: Optional[Dict[str, object]] = None,
             extra: Sequence[str] = (), verbose: bool = True, env: Optional[Dict[str, str]] = None) -> str:
-    """``mim <command> mmaction2 CONFIG --work-dir WORK_DIR [extra] --cfg-options ...`` in a
-    subprocess from the repository root; returns its output, raises with its tail on failure."""
-    cmd = [sys.executable, "-m", "mim", command, "mmaction2", config, "--work-dir", work_dir,
-           *extra, *_cfg_args(cfg_options or {})]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if verbose and any(m in line for m in PROGRESS_MARKS):
-            print("    " + line.rstrip()[-160:], flush=True)
-    proc.wait()
-    out = "".join(lines)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n{out[-6000:]}")
-    return out
-
-
-def last_checkpoint(work_dir: str) -> str:
-    """The path MMEngine's ``last_checkpoint`` file points at."""
-    with open(os.path.join(work_dir, "last_checkpoint")) as f:
-        return f.read().strip()
-
-
-def read_test_metrics(work_dir: str) -> Dict[str, float]:
-    """The metrics ``mim test`` dumped (``<work_dir>/<timestamp>/<timestamp>.json``), newest run."""
-    files = sorted(glob.glob(os.path.join(work_dir, "*", "*.json")), key=os.path.getmtime)
-    if not files:
-        raise FileNotFoundError(f"no metrics file under {work_dir}")
-    with open(files[-1]) as f:
-        return json.load(f)
+    """``mim <command> mmaction2 CONFIG ...`` (:func:`projects.mim_cli.run_mim`)."""
+    return mim_cli.run_mim("mmaction2", command, config, work_dir, cfg_options, extra, verbose, env)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
