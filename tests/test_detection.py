@@ -27,6 +27,16 @@ NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
               nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
 
 
+@pytest.fixture(autouse=True)
+def _mmdet_scope():
+    """Registry lookups in mmdet's scope, whatever an earlier test (test_video) made the
+    process-wide default."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmdet"):
+        yield
+
+
 def _cfg(name):
     return Config.fromfile(os.path.join(CONFIGS, name))
 

@@ -26,6 +26,15 @@ DEMO = os.path.join(ROOT, "configs", "slowonly_rescale18_synthetic_demo.py")
 
 
 @pytest.fixture(autouse=True)
+def _mmaction_scope():
+    """Registry lookups in mmaction's scope, whatever an earlier test made the default."""
+    from mmengine.registry import DefaultScope
+
+    with DefaultScope.overwrite_default_scope("mmaction"):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _threads():
     old = torch.get_num_threads()
     torch.set_num_threads(2)
