@@ -299,6 +299,10 @@ def test_clear_errors_for_bad_options(capsys):
             _build(_args(extra=_small() + [flag]))
     with pytest.raises(ValueError, match="checkpoint-activations"):
         _build(_args(extra=_small() + ["--checkpoint-activations"]))
+    with pytest.raises(ValueError, match="--store-ema"):
+        _build(_args(extra=_small() + ["--store-ema"]))
+    with pytest.raises(ValueError, match="--quant-noise-pq overwrites the weights"):
+        _build(_args(extra=_small() + ["--quant-noise-pq", "0.1"]))
 
 
 def test_weights_only_loading_allowlists_fairseq_objects_only(tmp_path):
@@ -313,6 +317,49 @@ def test_weights_only_loading_allowlists_fairseq_objects_only(tmp_path):
     torch.save({"x": fractions.Fraction(1, 3)}, tmp_path / "other.pt")  # anything else: still refused
     with pytest.raises(Exception, match="Unsupported global"):
         torch.load(tmp_path / "other.pt")
+
+
+def test_average_checkpoints_means_weights_and_refuses_uncalibrated_inputs(tmp_path):
+    _plugin()
+    import rescale_fairseq.average_checkpoints as average
+
+    model, d = _build(_args(extra=_small()))
+    src, tgt = _batch(d), _batch(d, length=5)
+    paths, states = [], []
+    for step in range(3):  # three "checkpoints" of one calibrated, changing model
+        with torch.no_grad():
+            model.train()
+            _forward(model, src, tgt)
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        paths.append(str(tmp_path / f"checkpoint_1_{100 * (step + 1)}.pt"))
+        torch.save({"cfg": {"model": argparse.Namespace(arch="rescale_transformer")}, "model": states[-1],
+                    "last_optimizer_state": {"step": step}}, paths[-1])
+    for extra in range(5):  # complete the calibration: counters equal from here on
+        _forward(model, src, tgt)
+    for i, state in enumerate(states):
+        state.update({k: v.clone() for k, v in model.state_dict().items() if not v.is_floating_point()})
+        torch.save({"cfg": {"model": argparse.Namespace(arch="rescale_transformer")}, "model": state,
+                    "last_optimizer_state": {"step": i}}, paths[i])
+    out = tmp_path / "averaged.pt"
+    average.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "2", "--output", str(out)])
+    avg = torch.load(out)  # weights_only: loads with the plugin's allowlist
+    assert avg["last_optimizer_state"] == {"step": 2}  # the newest input comes first
+    for key, value in avg["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[1][key] + states[2][key]) / 2)
+        else:
+            assert torch.equal(value, states[2][key])
+    model.load_state_dict(avg["model"])
+    assert is_calibrated(model)
+
+    stale = dict(states[0], **{k: torch.zeros_like(v) for k, v in states[0].items() if k.endswith(".count")})
+    torch.save({"model": stale}, tmp_path / "early.pt")
+    with pytest.raises(ValueError, match="count differs.*saved after calibration"):
+        average.average_checkpoints([paths[2], str(tmp_path / "early.pt")])
+    with pytest.raises(ValueError, match=r"holds 3 checkpoint_<epoch>_<update>.pt files .*, 4 requested"):
+        average.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "4", "--output", str(out)])
 
 
 def _ddp_rank(rank, world_size, out_dir):
