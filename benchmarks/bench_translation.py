@@ -4,9 +4,14 @@
    training tokens/s of ``rescale_transformer_wmt_en_de`` and
    ``transformer_wmt_en_de`` (6+6 layers, 512-d, shared 32k vocabulary by default),
    measured in alternating rounds in one run so both see the same machine load;
-   the ratio is printed (target >= 1.05x). Memory: bytes of activations saved for
-   the backward pass per step (deterministic; the part LayerNorm adds to), the
-   peak CUDA memory on a GPU, and parameter counts.
+   the ratio is printed (target >= 1.05x). A third model bounds what any
+   LayerNorm-free variant can gain: ``transformer_wmt_en_de`` with its LayerNorms
+   skipped (identity), i.e. the same matrix products, attention, dropout and
+   residual adds and nothing else. Its ratio is the *ceiling*: a model without
+   LayerNorm still does all of that work, so where the ceiling is below 1.05x no
+   implementation reaches the target on that machine at that batch. Memory: bytes
+   of activations saved for the backward pass per step (deterministic; the part
+   LayerNorm adds to), the peak CUDA memory on a GPU, and parameter counts.
 2. Quality: BLEU on the generated reversal task (``projects/translation/toy_task.py``)
    after the same number of updates, for ``rescale_transformer`` and ``transformer``
    with the same tiny dimensions, through the real fairseq CLIs.
@@ -61,6 +66,17 @@ def make_batch(d, bsz: int, length: int, gen: torch.Generator, device):
     return src, lengths, prev, tgt
 
 
+def skip_layer_norms(model: torch.nn.Module) -> int:
+    """Replace every LayerNorm in ``model`` by the identity (the speed ceiling of a
+    LayerNorm-free model of the same dimensions; such a model is not meant to be
+    trained). Returns the number replaced."""
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
+    return len(names)
+
+
 def train_step(model, opt, batch, amp: bool):
     src, lengths, prev, tgt = batch
     with torch.autocast(device_type=src.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -89,39 +105,49 @@ def saved_activation_bytes(model, opt, batch, amp: bool) -> int:
     return sum(seen.values())
 
 
+RESCALE, LAYERNORM, CEILING = "rescale_transformer_wmt_en_de", "transformer_wmt_en_de", "no-LayerNorm ceiling"
+
+
 def bench_speed(args):
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     amp = device.type == "cuda"
     torch.set_num_threads(args.threads)
-    archs = ["rescale_transformer_wmt_en_de", "transformer_wmt_en_de"]
+    variants = {RESCALE: RESCALE, LAYERNORM: LAYERNORM, CEILING: LAYERNORM}
     extra = ["--dropout", "0.1"]
     runs = {}
-    for arch in archs:
+    for name, arch in variants.items():
         torch.manual_seed(0)
         model, d = build(arch, args.vocab, device, extra)
+        if name == CEILING and skip_layer_norms(model) == 0:
+            raise RuntimeError(f"{arch} holds no torch.nn.LayerNorm to skip (fused LayerNorm installed?)")
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
         gen = torch.Generator().manual_seed(0)
         batches = [make_batch(d, args.batch, args.length, gen, device) for _ in range(4)]
         for i in range(args.warmup):  # includes the 8 AddBias calibration steps
             train_step(model, opt, batches[i % len(batches)], amp)
-        runs[arch] = dict(model=model, opt=opt, batches=batches, tps=[],
+        runs[name] = dict(model=model, opt=opt, batches=batches, tps=[], finite=True,
                           params=sum(p.numel() for p in model.parameters()))
+        print(f"built {name}: {runs[name]['params'] / 1e6:.1f} M parameters, {args.warmup} warm-up steps",
+              flush=True)
     tokens = args.batch * args.length * args.steps
+    names = list(runs)
     for r in range(args.repeats):
-        order = archs if r % 2 == 0 else archs[::-1]
-        for arch in order:
-            run = runs[arch]
+        for name in (names if r % 2 == 0 else names[::-1]):
+            run = runs[name]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             for i in range(args.steps):
-                train_step(run["model"], run["opt"], run["batches"][i % len(run["batches"])], amp)
+                loss = train_step(run["model"], run["opt"], run["batches"][i % len(run["batches"])], amp)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             run["tps"].append(tokens / (time.perf_counter() - t0))
-    for arch in archs:
-        run = runs[arch]
+            # a diverged model could run at another speed (NaN arithmetic): say so
+            run["finite"] = run["finite"] and bool(torch.isfinite(loss))
+        print(f"round {r + 1}/{args.repeats}: " + ", ".join(
+            f"{n} {runs[n]['tps'][-1]:.0f} tok/s" for n in names), flush=True)
+    for run in runs.values():
         run["saved"] = saved_activation_bytes(run["model"], run["opt"], run["batches"][0], amp)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -229,17 +255,24 @@ def main(argv=None):
         print("| arch | params | target tokens/s (median) | min..max | saved activations / step |"
               + (" peak CUDA memory |" if device.type == "cuda" else ""))
         print("|---|---|---|---|---|" + ("---|" if device.type == "cuda" else ""))
-        for arch, run in runs.items():
-            row = (f"| {arch} | {run['params'] / 1e6:.1f} M | {statistics.median(run['tps']):.0f} | "
+        for name, run in runs.items():
+            label = f"{LAYERNORM}, LayerNorms skipped (ceiling)" if name == CEILING else name
+            row = (f"| {label} | {run['params'] / 1e6:.1f} M | {statistics.median(run['tps']):.0f} | "
                    f"{min(run['tps']):.0f}..{max(run['tps']):.0f} | {run['saved'] / 2**20:.1f} MiB |")
             if device.type == "cuda":
                 row += f" {run['peak'] / 2**20:.0f} MiB |"
             print(row)
-        r, b = runs["rescale_transformer_wmt_en_de"], runs["transformer_wmt_en_de"]
-        ratio = statistics.median(r["tps"]) / statistics.median(b["tps"])
+        median = {name: statistics.median(run["tps"]) for name, run in runs.items()}
+        ratio = median[RESCALE] / median[LAYERNORM]
+        ceiling = median[CEILING] / median[LAYERNORM]
         print(f"\nspeed ratio rescale / layernorm: {ratio:.3f}x (target >= 1.05x: "
               f"{'met' if ratio >= 1.05 else 'NOT met'}); saved-activation ratio "
-              f"{r['saved'] / b['saved']:.3f}")
+              f"{runs[RESCALE]['saved'] / runs[LAYERNORM]['saved']:.3f}")
+        print(f"ceiling (LayerNorm skipped) / layernorm: {ceiling:.3f}x: the most any model without "
+              f"LayerNorm can gain at these dimensions and this batch on this machine")
+        for name, run in runs.items():
+            if not run["finite"]:
+                print(f"warning: {name} had a non-finite loss in a timed round; its speed may not be representative")
     if not args.skip_quality:
         res = bench_quality(args)
         print(f"\n## Quality on the generated reversal task ({args.quality_updates} updates, tiny model "
