@@ -105,3 +105,28 @@ def test_plugin_is_what_makes_weights_only_loading_work(data_bin, tmp_path):
         toy_task._run(cmd, env=_env_without_override())
     out = toy_task._run(cmd + ["--user-dir", toy_task.PLUGIN_DIR], env=_env_without_override())
     assert toy_task.parse_bleu(out) >= 0
+
+
+def test_average_checkpoints_of_fairseq_train_then_generate(data_bin, tmp_path):
+    """The recipe's checkpoint averaging on checkpoints fairseq-train wrote, then
+    fairseq-generate on the average; a checkpoint from before the end of the AddBias
+    calibration (update 5 < 8 passes) is refused."""
+    import subprocess
+    import sys
+
+    toy_task.train(data_bin, str(tmp_path), "rescale_transformer", max_update=30,
+                   extra=["--save-interval-updates", "5"])
+    average = [sys.executable, "-m", "projects.translation.rescale_fairseq.average_checkpoints"]
+    out = tmp_path / "averaged.pt"
+    env = toy_task._env(1)
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # the protection stays on
+    toy_task._run(average + ["--inputs", str(tmp_path), "--num-update-checkpoints", "3", "--output", str(out)],
+                  env=env)
+    gen = toy_task.generate(data_bin, str(out))
+    assert toy_task.parse_bleu(gen) >= 0
+    early = [p for p in os.listdir(tmp_path) if p.endswith("_5.pt")]
+    assert len(early) == 1, os.listdir(tmp_path)
+    proc = subprocess.run(average + ["--inputs", str(tmp_path / early[0]), str(tmp_path / "checkpoint_last.pt"),
+                                     "--output", str(tmp_path / "bad.pt")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.returncode != 0 and "saved after calibration" in proc.stdout, proc.stdout[-2000:]
