@@ -91,21 +91,22 @@ def check_rescale_args(args) -> None:
         )
     if utils.safe_getattr(args, "quant_noise_pq", 0):
         # fairseq's quant_noise hook writes ``weight.data = weight.masked_fill(mask, 0) / (1 - p)``
-        # at every training forward (fairseq issue #3783), so the weights' scale grows by
-        # 1 / (1 - p) per step: a LayerNorm absorbs that, a network without one diverges
+        # at every training forward (fairseq issue #3783): blocks are zeroed for good and the
+        # surviving weights multiplied by 1 / (1 - p) again at every step. A LayerNorm after
+        # them absorbs the growing scale; without normalization the outputs grow with it.
         raise ValueError(
-            "--quant-noise-pq overwrites the weights with rescaled masked copies at every training "
-            "step (their scale grows by 1/(1-p) per step; LayerNorm hides this), so a model without "
-            "normalization diverges; it is not supported by rescale_transformer"
+            "--quant-noise-pq zeroes weight blocks and multiplies the remaining weights by 1/(1-p) "
+            "in place at every training step (fairseq issue #3783); LayerNorm hides the growing "
+            "scale, a model without normalization diverges. Not supported by rescale_transformer"
         )
     if utils.safe_getattr(args, "store_ema", False):
         # fairseq's EMA multiplies every state-dict tensor by the decay; the AddBias
         # calibration state (an integer pass count and the frozen means) must be copied,
         # not averaged, and fairseq's trainer gives no way to say so (EMA skip_keys)
         raise ValueError(
-            "--store-ema averages every state-dict tensor, including the AddBias calibration "
-            "counters (integers), which fails or leaves the EMA model uncalibrated; it is not "
-            "supported by rescale_transformer; average the last checkpoints instead: "
+            "--store-ema multiplies every state-dict tensor by the decay, including the integer "
+            "AddBias calibration counters, which must be copied instead (fairseq offers no way to "
+            "say so); not supported by rescale_transformer. Average the last checkpoints instead: "
             "python -m projects.translation.rescale_fairseq.average_checkpoints --help"
         )
     if utils.safe_getattr(args, "base_layers", 0):
