@@ -5,7 +5,9 @@ Registers the model ``rescale_transformer`` and the architectures
 ``rescale_transformer_vaswani_wmt_en_de_big`` and
 ``rescale_transformer_iwslt_de_en``, and allowlists what fairseq checkpoints hold
 for torch's ``weights_only`` loading, so ``fairseq-generate --path ...`` works with
-it kept on. See ``projects/translation/README.md``.
+it kept on. ``python -m projects.translation.rescale_fairseq.average_checkpoints``
+averages the last checkpoints the same way (fairseq's script cannot read them under
+torch >= 2.6). See ``projects/translation/README.md``.
 """
 from .safe_globals import register_fairseq_safe_globals
 
