@@ -70,10 +70,11 @@ def skip_layer_norms(model: torch.nn.Module) -> int:
     """Replace every LayerNorm in ``model`` by the identity (the speed ceiling of a
     LayerNorm-free model of the same dimensions; such a model is not meant to be
     trained). Returns the number replaced."""
+    from rescalenet.fold import _replace
+
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
     for name in names:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, torch.nn.Identity())
+        _replace(model, name, torch.nn.Identity())
     return len(names)
 
 

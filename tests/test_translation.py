@@ -336,7 +336,7 @@ def test_average_checkpoints_means_weights_and_refuses_uncalibrated_inputs(tmp_p
         paths.append(str(tmp_path / f"checkpoint_1_{100 * (step + 1)}.pt"))
         torch.save({"cfg": {"model": argparse.Namespace(arch="rescale_transformer")}, "model": states[-1],
                     "last_optimizer_state": {"step": step}}, paths[-1])
-    for extra in range(5):  # complete the calibration: counters equal from here on
+    for _ in range(5):  # complete the calibration: counters equal from here on
         _forward(model, src, tgt)
     for i, state in enumerate(states):
         state.update({k: v.clone() for k, v in model.state_dict().items() if not v.is_floating_point()})
