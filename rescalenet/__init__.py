@@ -5,8 +5,10 @@ network?", NeurIPS 2020. Pure PyTorch; no framework import.
 
 >>> import rescalenet
 >>> model = rescalenet.rescalenet50(num_classes=1000)
+>>> rescalenet.list_models(kind="2d", layout="cifar")[:2]
+['rescalenet_cifar110', 'rescalenet_cifar1202']
 """
-from .layers import AddBias, RescaledResidual, calibrate, is_calibrated, reset_calibration
+from .layers import AddBias, ChannelMultiplier, RescaledResidual, calibrate, is_calibrated, reset_calibration
 from .optim import NO_DECAY_PARAM_NAMES, no_weight_decay_names, param_groups
 from .rescale import (
     block_index,
@@ -15,11 +17,14 @@ from .rescale import (
     residual_scale,
     shortcut_scale,
 )
+from .blocks import BasicBlock, Bottleneck, RescaleBlock
 from .resnet import (
     ARCH_SETTINGS,
-    BasicBlock,
-    Bottleneck,
+    CIFAR_SETTINGS,
+    MODEL_CFGS,
     RescaleNet,
+    RescaleNetCfg,
+    StemCfg,
     rescalenet18,
     rescalenet34,
     rescalenet50,
@@ -31,23 +36,11 @@ from .resnet import (
 )
 from .resnet3d import RescaleNet3d, i3d_rescalenet50, inflate_from_2d, slowonly_rescalenet50
 from .fold import fold_for_inference
+from . import baselines  # noqa: F401  (registers the baselines)
+from .registry import create_model, list_models, model_info
+from .checkpoint import CheckpointError, extract_state_dict, read_checkpoint
 
 __version__ = "0.1.0"
 
-MODEL_BUILDERS = {
-    "rescalenet18": rescalenet18,
-    "rescalenet34": rescalenet34,
-    "rescalenet50": rescalenet50,
-    "rescalenet101": rescalenet101,
-    "rescalenet152": rescalenet152,
-    "rescalenet200": rescalenet200,
-    "rescalenext50_32x4d": rescalenext50_32x4d,
-    "rescalenext101_32x8d": rescalenext101_32x8d,
-}
-
-
-def create_model(name: str, **kwargs):
-    """Build a 2D RescaleNet by name, e.g. ``create_model('rescalenet50', num_classes=10)``."""
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name](**kwargs)
+# name -> builder of every 2D RescaleNet (the registry's kind '2d'), for torchvision-style use
+MODEL_BUILDERS = {name: model_info(name).builder for name in list_models(kind="2d")}

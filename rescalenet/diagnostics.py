@@ -34,11 +34,16 @@ from torch import Tensor, nn
 from . import MODEL_BUILDERS, calibrate, create_model, reset_calibration
 from .baselines import create_baseline
 from .layers import AddBias
-from .resnet import RescaleNet, _RescaleBlock
+from .blocks import RescaleBlock
+from .resnet import RescaleNet
+
+
+def _stages(model: nn.Module) -> List[nn.Sequential]:
+    return [getattr(model, f"layer{i}") for i in range(1, 9) if hasattr(model, f"layer{i}")]
 
 
 def _blocks(model: nn.Module) -> List[nn.Module]:
-    return [b for i in range(1, 5) for b in getattr(model, f"layer{i}")]
+    return [b for s in _stages(model) for b in s]
 
 
 @torch.no_grad()
@@ -64,14 +69,14 @@ def block_shares(model: RescaleNet, x: Tensor) -> List[float]:
     stage_var: List[float] = []
 
     def on_rescale(m, inp, o):
-        w = m.branch_weight().to(inp[1].device)
+        w = torch.as_tensor(m.branch_weight()).to(inp[1].device)
         w = w.view(-1, 1, 1) if w.numel() > 1 else w
         branch_var.append((inp[1] * w).double().var().item())
 
     def on_stage(m, i, o):  # returns None: a returned value would replace the output
         stage_var.append(o.double().var().item())
 
-    stages = [getattr(model, f"layer{i}") for i in range(1, 5)]
+    stages = _stages(model)
     hooks = [b.rescale.register_forward_hook(on_rescale) for s in stages for b in s]
     hooks += [s[-1].register_forward_hook(on_stage) for s in stages]
     try:

@@ -1,31 +1,34 @@
 """Inference folding: an eval-only RescaleNet with the AddBias shifts and the residual
 multipliers folded into the neighbouring convolutions.
 
-In eval mode a calibrated ``AddBias`` is a constant per-channel shift
-``s = _bias - init_mean`` and ``RescaledResidual`` is ``alpha * shortcut + w * branch``
-with constants ``alpha`` and ``w = m / sqrt(L)``. All of them are affine, so most fold
-away exactly (``README.md, section "Use RescaleNet from timm"``, "Inference folding"):
+In eval mode a calibrated ``AddBias`` is a constant per-channel shift ``s``
+(``AddBias.shift()``) and ``RescaledResidual`` is ``alpha * shortcut + w * branch`` with
+constants ``alpha`` and ``w = m / sqrt(L)`` (``branch_weight()``). Each block gives its
+branch and shortcut as affine pieces, ``(conv, weight with w folded in, input shift)``
+(:meth:`~rescalenet.blocks.RescaleBlock.folded_branch`, ``folded_shortcut``: the same
+pieces the training-time fast path uses), and they fold away exactly:
 
 * a shift **before a convolution without padding** (every 1x1 conv: ``conv1``/``conv3``
   of a bottleneck, the shortcut conv) becomes that conv's bias: ``W (x + s) = W x + W s``;
 * a shift **after a convolution** (the stem's ``addbias1``) is that conv's bias;
-* a shift **before a zero-padded 3x3 conv** cannot become its bias: at the border the
-  conv sees the zero padding, not ``0 + s``, so ``conv(pad(x + s)) != conv(pad(x)) + W s``
-  on the outer ring of pixels. When that shift follows a ReLU (the 3x3 conv after the
-  first 1x1 of a bottleneck, the second conv of a basic block) it is folded *backwards*
-  instead: ``relu(z) + s = max(z + s, s)``, so ``s`` joins the previous conv's bias and
-  the ReLU becomes a per-channel ``clamp_min(s)``, exactly, padding included.
+* a shift **before a zero-padded conv** cannot become its bias: at the border the conv
+  sees the zero padding, not ``0 + s``. When that shift follows a ReLU (the 3x3 conv after
+  the first 1x1 of a bottleneck, the second conv of a basic block) it is folded
+  *backwards* instead: ``relu(z) + s = max(z + s, s)``, so ``s`` joins the previous conv's
+  bias and the ReLU becomes a per-channel ``clamp_min(s)``, exactly, padding included.
   The only shift that follows no ReLU of its own branch is the input shift of a basic
   block's first 3x3 conv (the block input is also the shortcut): it stays an explicit
   per-channel add;
-* the branch factor ``w`` scales the last branch conv's weights (per output channel for
-  the ``'vector'`` multiplier); ``alpha`` scales the downsample conv, or, for an identity
-  shortcut, rides in the fused ``torch.add(branch, x, alpha=alpha)`` of the sum;
-* the head's shift before global average pooling joins the classifier's bias
-  (``mean(x + s) = mean(x) + s``); without a linear classifier it stays an explicit add.
+* ``w`` is in the last branch conv's weights; ``alpha`` scales the downsample conv, or,
+  for an identity shortcut, rides in the fused ``torch.add(branch, x, alpha=alpha)``;
+* the head's shift before global average pooling is added after the pooling
+  (``mean(x + s) = mean(x) + s``, :class:`ShiftedGlobalPool`); without pooling
+  (timm's ``global_pool=''``) it stays an explicit add.
 
-Dropout is the identity in eval mode and is dropped. The result is eval-only
-(``train()`` raises): its convolutions hold products of the trained parameters.
+Dropout is the identity in eval mode and is dropped. The result is the same network class
+with folded blocks (so the same stage loop, the same ``forward_*`` API and ``out_indices``
+tuples), eval-only (``train()`` raises): its convolutions hold products of the trained
+parameters. Works for 2D and 3D RescaleNets and for modules holding them.
 
 An uncalibrated model is refused (``ValueError``) rather than folded with a warning:
 its AddBias means were never estimated, so it is untrained or was not restored from a
@@ -35,21 +38,23 @@ still calibrate on its first training batches). ``allow_uncalibrated=True`` over
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import Tensor, nn
 
-from .layers import AddBias
+from .blocks import RescaleBlock
+from .layers import AddBias, ChannelMultiplier
 from .resnet import RescaleNet
 
-__all__ = ["fold_for_inference", "FoldedRescaleNet", "FoldedBlock", "ChannelShift", "addbias_shift"]
+__all__ = ["fold_for_inference", "FoldedRescaleNet", "FoldedBlock", "ChannelShift", "ShiftedGlobalPool"]
+
+_CONVS = (nn.Conv2d, nn.Conv3d)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
-def addbias_shift(module: AddBias) -> Tensor:
-    """The constant an ``AddBias`` adds in eval mode (float64, shape ``(C,)``)."""
-    scale = 1.0 if module.calibrated else module.warmup_scale
-    return module._bias.detach().double() * scale - module.init_mean.detach().double()
+def _channel_view(v: Tensor, x: Tensor) -> Tensor:
+    return v.view((1, -1) + (1,) * (x.dim() - 2))
 
 
 class ChannelShift(nn.Module):
@@ -60,11 +65,24 @@ class ChannelShift(nn.Module):
         self.register_buffer("shift", shift.detach().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.shift.view((-1,) + (1,) * (x.dim() - 2)).to(x.dtype)
+        return x + _channel_view(self.shift, x).to(x.dtype)
+
+
+class ShiftedGlobalPool(nn.Module):
+    """``pool(x + s)`` for a global average pool, computed as ``pool(x) + s``."""
+
+    def __init__(self, pool: nn.Module, shift: Tensor) -> None:
+        super().__init__()
+        self.pool = pool
+        self.register_buffer("shift", shift.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.pool(x)
+        return out + _channel_view(self.shift, out).to(out.dtype)
 
 
 class _EvalOnly:
-    """Mixin: the folded modules hold no trainable state; refuse ``train()``."""
+    """Mixin: folded modules hold products of trained parameters; refuse ``train()``."""
 
     def train(self, mode: bool = True):
         if mode:
@@ -72,7 +90,7 @@ class _EvalOnly:
                 "this RescaleNet was folded for inference (rescalenet.fold_for_inference) and is "
                 "eval-only; train the original model and fold a copy of it afterwards"
             )
-        return super().train(False)
+        return nn.Module.train(self, False)
 
 
 class FoldedBlock(_EvalOnly, nn.Module):
@@ -85,7 +103,7 @@ class FoldedBlock(_EvalOnly, nn.Module):
 
     def __init__(
         self,
-        convs: List[nn.Conv2d],
+        convs: List[nn.Module],
         floors: List[Optional[Tensor]],
         in_shift: Optional[Tensor],
         downsample: Optional[nn.Sequential],
@@ -96,8 +114,8 @@ class FoldedBlock(_EvalOnly, nn.Module):
             raise ValueError("one activation floor per inner conv is needed")
         self.convs = nn.ModuleList(convs)
         for i, floor in enumerate(floors):
-            self.register_buffer(f"floor{i + 1}", None if floor is None else floor.view(1, -1, 1, 1))
-        self.register_buffer("in_shift", None if in_shift is None else in_shift.view(1, -1, 1, 1))
+            self.register_buffer(f"floor{i + 1}", floor)
+        self.register_buffer("in_shift", in_shift)
         self.downsample = downsample
         self.shortcut_scale = float(shortcut_scale)
 
@@ -110,13 +128,13 @@ class FoldedBlock(_EvalOnly, nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = x if self.in_shift is None else x + self.in_shift
+        out = x if self.in_shift is None else x + _channel_view(self.in_shift, x)
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
             out = conv(out)
             if i < last:
                 floor = getattr(self, f"floor{i + 1}")
-                out = torch.relu_(out) if floor is None else out.clamp_(min=floor)
+                out = torch.relu_(out) if floor is None else out.clamp_(min=_channel_view(floor, out))
         if self.downsample is None:
             out = torch.add(out, x, alpha=self.shortcut_scale)
         else:
@@ -124,189 +142,118 @@ class FoldedBlock(_EvalOnly, nn.Module):
         return torch.relu_(out)
 
 
+class FoldedRescaleNet(_EvalOnly):
+    """Marker base of a folded network: ``fold_for_inference`` gives its copy the class
+    ``Folded<Class>(FoldedRescaleNet, <Class>)``, so it keeps the network's forward."""
+
+
+_FOLDED_CLASSES: Dict[type, type] = {}
+
+
+def _folded_class(cls: Type[nn.Module]) -> type:
+    if cls not in _FOLDED_CLASSES:
+        name = f"Folded{cls.__name__}"
+        folded = type(name, (FoldedRescaleNet, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = folded  # picklable by name
+        _FOLDED_CLASSES[cls] = folded
+    return _FOLDED_CLASSES[cls]
+
+
 # -- conv arithmetic (float64, cast back at the end) ---------------------------------
-def _conv_params(conv: nn.Conv2d) -> Tuple[Tensor, Tensor]:
-    w = conv.weight.detach().double()
-    b = conv.bias.detach().double() if conv.bias is not None else w.new_zeros(w.shape[0])
-    return w, b
-
-
-def _input_shift_to_bias(conv: nn.Conv2d, w: Tensor, shift: Tensor) -> Tensor:
-    """``W s``: what a per-channel input shift adds to an unpadded conv's output."""
-    if not _unpadded(conv):
-        raise ValueError(f"an input shift folds into a conv's bias only without padding: {conv}")
-    groups, out_ch = conv.groups, w.shape[0]
-    in_per_group = w.shape[1]
-    wsum = w.sum(dim=(2, 3)).view(groups, out_ch // groups, in_per_group)
-    return torch.bmm(wsum, shift.view(groups, in_per_group, 1)).reshape(out_ch)
-
-
-def _new_conv(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
-    new = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        bias=True,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
-    if not conv.weight.is_contiguous() and conv.weight.is_contiguous(memory_format=torch.channels_last):
-        new = new.to(memory_format=torch.channels_last)
-    return new
-
-
-def _fold_block(block: nn.Module) -> FoldedBlock:
-    names = ["conv1", "conv2", "conv3"] if hasattr(block, "conv3") else ["conv1", "conv2"]
-    convs = [getattr(block, n) for n in names]
-    shifts = [addbias_shift(getattr(block, f"addbias{i + 1}")) for i in range(len(names))]
-    params = [_conv_params(c) for c in convs]  # (weight, bias) pairs, float64
-    floors: List[Optional[Tensor]] = [None] * (len(convs) - 1)
-    in_shift: Optional[Tensor] = None
-
-    for i, (conv, shift) in enumerate(zip(convs, shifts)):
-        w, b = params[i]
-        if _unpadded(conv):
-            params[i] = (w, b + _input_shift_to_bias(conv, w, shift))  # exact: no border
-        elif i > 0:
-            # follows ReLU(conv_{i-1}): relu(z) + s = max(z + s, s)
-            pw, pb = params[i - 1]
-            params[i - 1] = (pw, pb + shift)
-            floors[i - 1] = shift
-        else:
-            in_shift = shift  # shared with the shortcut: keep the add
-
-    # the branch factor m / sqrt(L) on the last conv (per output channel for 'vector')
-    factor = block.rescale.branch_weight().detach().double().to(params[-1][0].device)
-    factor = factor.reshape(-1).expand(params[-1][0].shape[0])
-    w, b = params[-1]
-    params[-1] = (w * factor.view(-1, 1, 1, 1), b * factor)
-
-    alpha = block.rescale.shortcut_scale
-    downsample = None
-    if block.downsample is not None:
-        pool, shift_mod, conv = block.downsample
-        w, b = _conv_params(conv)
-        b = b + _input_shift_to_bias(conv, w, addbias_shift(shift_mod))
-        downsample = nn.Sequential(pool, _new_conv(conv, w * alpha, b * alpha))
-        alpha = 1.0
-
-    dtype = convs[0].weight.dtype
-    new_convs = [_new_conv(c, w, b) for c, (w, b) in zip(convs, params)]
-    floors = [None if f is None else f.to(dtype) for f in floors]
-    in_shift = None if in_shift is None else in_shift.to(dtype)
-    return FoldedBlock(new_convs, floors, in_shift, downsample, alpha)
-
-
-def _unpadded(conv: nn.Conv2d) -> bool:
+def _unpadded(conv: nn.Module) -> bool:
     padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,)
     return all(p == 0 for p in padding)
 
 
-def _is_block(m: nn.Module) -> bool:
-    return (
-        isinstance(getattr(m, "rescale", None), nn.Module)
-        and isinstance(getattr(m, "addbias1", None), AddBias)
-        and isinstance(getattr(m, "conv1", None), nn.Conv2d)
+def _check_plain(conv: nn.Module, name: str) -> None:
+    if type(conv) not in _CONVS or conv.bias is not None or conv.padding_mode != "zeros" \
+            or isinstance(conv.padding, str):
+        raise ValueError(
+            f"fold_for_inference: {name} is a {type(conv).__name__} (bias={conv.bias is not None}, "
+            f"padding_mode={getattr(conv, 'padding_mode', None)!r}); only RescaleNet's plain bias-free, "
+            "zero-padded nn.Conv2d / nn.Conv3d fold exactly"
+        )
+
+
+def _shift_through(conv: nn.Module, weight: Tensor, shift: Tensor) -> Tensor:
+    """``W s``: what a per-channel input shift adds to an unpadded conv's output."""
+    groups, out_ch, in_per_group = conv.groups, weight.shape[0], weight.shape[1]
+    wsum = weight.sum(dim=tuple(range(2, weight.dim()))).view(groups, out_ch // groups, in_per_group)
+    return torch.bmm(wsum, shift.view(groups, in_per_group, 1)).reshape(out_ch)
+
+
+def _new_conv(conv: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    new = type(conv)(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+        device=conv.weight.device, dtype=conv.weight.dtype,
     )
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
+    for fmt in (torch.channels_last, torch.channels_last_3d):
+        if not conv.weight.is_contiguous() and conv.weight.dim() == (4 if fmt is torch.channels_last else 5) \
+                and conv.weight.is_contiguous(memory_format=fmt):
+            new = new.to(memory_format=fmt)
+    return new
 
 
-def _fold_stem(model: nn.Module) -> None:
-    """``conv1 -> addbias1`` at the top level: the shift is conv1's bias."""
-    conv, shift_mod = getattr(model, "conv1", None), getattr(model, "addbias1", None)
-    if isinstance(conv, nn.Conv2d) and isinstance(shift_mod, AddBias):
-        w, b = _conv_params(conv)
-        model.conv1 = _new_conv(conv, w, b + addbias_shift(shift_mod))
-        model.addbias1 = nn.Identity()
+def fold_block(block: RescaleBlock, name: str = "block") -> FoldedBlock:
+    """One block folded (see the module docstring), from its affine pieces."""
+    steps = [(conv, w.detach(), s.detach()) for conv, w, s in block.folded_branch(torch.float64)]
+    for i, (conv, _, _) in enumerate(steps, 1):
+        _check_plain(conv, f"{name}.conv{i}")
+    biases = [w.new_zeros(w.shape[0]) for _, w, _ in steps]
+    floors: List[Optional[Tensor]] = [None] * (len(steps) - 1)
+    in_shift: Optional[Tensor] = None
+    for i, (conv, w, s) in enumerate(steps):
+        if _unpadded(conv):
+            biases[i] = biases[i] + _shift_through(conv, w, s)  # exact: no border
+        elif i > 0:  # follows relu(conv_{i-1}): relu(z) + s = max(z + s, s)
+            biases[i - 1] = biases[i - 1] + s
+            floors[i - 1] = s
+        else:
+            in_shift = s  # shared with the shortcut: keep the add
+
+    alpha = block.rescale.shortcut_scale
+    downsample = None
+    shortcut = block.folded_shortcut(torch.float64)
+    if shortcut is not None:
+        pool, conv, w, s = shortcut
+        _check_plain(conv, f"{name}.downsample.2")
+        w, s = w.detach(), s.detach()
+        downsample = nn.Sequential(pool, _new_conv(conv, w, _shift_through(conv, w, s)))
+        alpha = 1.0
+
+    dtype = steps[0][0].weight.dtype
+    convs = [_new_conv(conv, w, b) for (conv, w, _), b in zip(steps, biases)]
+    return FoldedBlock(convs, [None if f is None else f.to(dtype) for f in floors],
+                       None if in_shift is None else in_shift.to(dtype), downsample, alpha)
 
 
-class FoldedRescaleNet(_EvalOnly, nn.Module):
-    """A :class:`~rescalenet.RescaleNet` after folding (eval only): the same forward API
-    (``forward``, ``forward_stages``, ``forward_features``, ``forward_head``, and a tuple
-    of stage maps when built with ``out_indices``) on plain convolutions."""
+def _fold_stem(holder: nn.Module) -> None:
+    """``conv1 -> addbias1`` held by ``holder``: the shift becomes conv1's bias."""
+    conv, shift = getattr(holder, "conv1", None), getattr(holder, "addbias1", None)
+    if isinstance(shift, AddBias) and isinstance(conv, _CONVS):
+        _check_plain(conv, "conv1")
+        holder.conv1 = _new_conv(conv, conv.weight.detach().double(), shift.shift(torch.float64).detach())
+        holder.addbias1 = nn.Identity()
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        for attr in ("in_chans", "num_classes", "num_features", "out_indices", "layers", "block"):
-            setattr(self, attr, getattr(model, attr, None))
-        self.feature_info = copy.deepcopy(getattr(model, "feature_info", []))
-        for attr in ("pretrained_cfg", "default_cfg"):  # timm metadata, if any
-            if hasattr(model, attr):
-                setattr(self, attr, copy.deepcopy(getattr(model, attr)))
-        self.global_pool = getattr(model, "global_pool", "avg")
-        if self.global_pool not in ("avg", ""):
-            raise ValueError(f"fold_for_inference supports global_pool 'avg' or '', got {self.global_pool!r}")
 
-        w, b = _conv_params(model.conv1)
-        self.conv1 = _new_conv(model.conv1, w, b + addbias_shift(model.addbias1))  # post-conv shift
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = model.maxpool
-        for i in range(1, 5):
-            setattr(self, f"layer{i}", getattr(model, f"layer{i}"))
-
-        self.fc: Optional[nn.Module] = None
-        self.register_buffer("head_shift", None)
-        if self.out_indices is None:
-            fab = model.final_addbias  # an Identity once timm pruned the head
-            shift = addbias_shift(fab) if isinstance(fab, AddBias) else torch.zeros(
-                self.num_features, dtype=torch.float64, device=model.conv1.weight.device)
-            self.head_shift = shift.to(model.conv1.weight.dtype)
-            fc = model.fc
-            if isinstance(fc, nn.Linear):
-                if self.global_pool != "avg":
-                    raise ValueError("a linear classifier needs global_pool='avg'")
-                wf = fc.weight.detach().double()
-                bf = fc.bias.detach().double() if fc.bias is not None else wf.new_zeros(wf.shape[0])
-                self.fc = nn.Linear(fc.in_features, fc.out_features, device=wf.device, dtype=fc.weight.dtype)
-                with torch.no_grad():  # mean(x + s) = mean(x) + s; fc(. + s) = fc(.) + W s
-                    self.fc.weight.copy_(fc.weight)
-                    self.fc.bias.copy_(bf + wf @ shift)
-            elif not isinstance(fc, nn.Identity):
-                raise ValueError(f"fold_for_inference expects a Linear or Identity classifier, got {type(fc).__name__}")
-
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected a (N, {self.in_chans}, H, W) input, got shape {tuple(x.shape)}"
-            )
-
-    def stem(self, x: Tensor) -> Tensor:
-        return self.maxpool(self.relu(self.conv1(x)))
-
-    def forward_stages(self, x: Tensor, out_indices: Sequence[int] = (0, 1, 2, 3)) -> List[Tensor]:
-        self._check_input(x)
-        x = self.stem(x)
-        outs = []
-        for i in range(max(out_indices) + 1):
-            x = getattr(self, f"layer{i + 1}")(x)
-            if i in out_indices:
-                outs.append(x)
-        return outs
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.forward_stages(x, (3,))[0]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        if self.head_shift is None:
-            raise RuntimeError("a feature extractor (out_indices set) has no head")
-        if self.global_pool == "":
-            return x + self.head_shift.view(1, -1, 1, 1)
-        x = x.mean((2, 3))
-        if pre_logits or self.fc is None:
-            return x + self.head_shift
-        return self.fc(x)
-
-    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
-        if self.out_indices is not None:
-            return tuple(self.forward_stages(x, self.out_indices))
-        return self.forward_head(self.forward_features(x))
+def _fold_network(net: RescaleNet) -> None:
+    """The stem and the head of a network whose blocks are folded; its class becomes
+    ``Folded<Class>``."""
+    _fold_stem(net)
+    head = getattr(net, "final_addbias", None)
+    if isinstance(head, AddBias):
+        shift = head.shift(torch.float64).detach().to(head._bias.dtype)
+        pool = getattr(net, "avgpool", None)
+        if isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+            net.avgpool = ShiftedGlobalPool(pool, shift)
+            net.final_addbias = nn.Identity()
+        else:
+            net.final_addbias = ChannelShift(shift)
+    net.__class__ = _folded_class(type(net))
 
 
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -318,10 +265,11 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def fold_for_inference(model: nn.Module, *, allow_uncalibrated: bool = False) -> nn.Module:
     """An eval-only deep copy of ``model`` with AddBias and multipliers folded.
 
-    Works on :class:`rescalenet.RescaleNet` (classifier or ``out_indices`` feature
-    extractor, any subclass) and on timm's ``features_only`` wrappers of it. The copy
-    computes what ``model.eval()`` computes, up to float rounding; the original is not
-    changed. Its ``train()`` raises: fine-tune the original, then fold again.
+    Works on :class:`rescalenet.RescaleNet` and :class:`rescalenet.RescaleNet3d`
+    (classifier or ``out_indices`` feature extractor, any subclass), on modules holding
+    them (a detector) and on timm's ``features_only`` wrappers. The copy computes what
+    ``model.eval()`` computes, up to float rounding; the original is not changed. Its
+    ``train()`` raises: fine-tune the original, then fold again.
 
     Raises ``ValueError`` when some ``AddBias`` is not calibrated: its mean was never
     estimated, so the model has not been trained or restored from a checkpoint yet
@@ -333,7 +281,12 @@ def fold_for_inference(model: nn.Module, *, allow_uncalibrated: bool = False) ->
         raise ValueError("fold_for_inference: the model holds no AddBias module (not a RescaleNet?)")
     for n, m in shifts:
         if m.layout != "channels_first":
-            raise ValueError(f"fold_for_inference handles 2D RescaleNets; {n} has layout {m.layout!r}")
+            raise ValueError(f"fold_for_inference handles convolutional RescaleNets; {n} has layout {m.layout!r}")
+    if any(isinstance(m, ChannelMultiplier) for m in model.modules()):
+        raise ValueError(
+            "fold_for_inference: multiplier='inner_vector' (per-channel multipliers between a ReLU "
+            "and the next AddBias) does not fold into the convolutions exactly; run the model in "
+            "eval mode as it is")
     uncalibrated = [n for n, m in shifts if not m.calibrated]
     if uncalibrated and not allow_uncalibrated:
         raise ValueError(
@@ -344,19 +297,18 @@ def fold_for_inference(model: nn.Module, *, allow_uncalibrated: bool = False) ->
         )
 
     folded = copy.deepcopy(model).eval()
-    for name in [n for n, m in folded.named_modules() if _is_block(m)]:
-        _replace(folded, name, _fold_block(folded.get_submodule(name)))
-    if isinstance(folded, RescaleNet):
-        folded = FoldedRescaleNet(folded)
-    else:
-        # a module holding RescaleNets (e.g. a detector's backbone): fold each of them
-        nets = [n for n, m in folded.named_modules() if isinstance(m, RescaleNet)]
-        for name in [n for n in nets if not any(n.startswith(o + ".") for o in nets)]:
-            _replace(folded, name, FoldedRescaleNet(folded.get_submodule(name)))
+    for name in [n for n, m in folded.named_modules() if isinstance(m, RescaleBlock)]:
+        _replace(folded, name, fold_block(folded.get_submodule(name), name))
+    nets = [n for n, m in folded.named_modules() if isinstance(m, RescaleNet)]
+    for name in [n for n in nets if not any(n.startswith(o + ".") for o in nets if o)]:
+        _fold_network(folded.get_submodule(name))
+    if not isinstance(folded, RescaleNet):
         _fold_stem(folded)  # timm's features_only wrappers hold the stem at the top
-    for name in [n for n, m in folded.named_modules() if isinstance(m, AddBias)]:
-        shift_mod = folded.get_submodule(name)
-        _replace(folded, name, ChannelShift(addbias_shift(shift_mod).to(shift_mod._bias.dtype)))
+    for name, m in list(folded.named_modules()):
+        if isinstance(m, AddBias):
+            _replace(folded, name, ChannelShift(m.shift(torch.float64).detach().to(m._bias.dtype)))
+        elif isinstance(m, _DROPOUTS):
+            _replace(folded, name, nn.Identity())
     for p in folded.parameters():
         p.requires_grad_(False)
     return folded.eval()

@@ -13,9 +13,12 @@ from typing import Dict, List
 
 from torch import nn
 
-from .resnet import NO_DECAY_PARAM_NAMES
 
 __all__ = ["param_groups", "no_weight_decay_names", "NO_DECAY_PARAM_NAMES"]
+
+# the own names of AddBias biases and of the branch multipliers (RescaledResidual,
+# ChannelMultiplier)
+NO_DECAY_PARAM_NAMES = ("_bias", "_scale")
 
 
 def no_weight_decay_names(model: nn.Module) -> List[str]:

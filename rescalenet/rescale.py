@@ -19,12 +19,14 @@ recursion, every branch reaches the network output with the same weight
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 from torch import nn
 
 __all__ = [
     "block_index",
+    "check_offset",
     "shortcut_scale",
     "residual_scale",
     "branch_init_gain",
@@ -40,10 +42,20 @@ def block_index(i: int, num_blocks: int, c: Optional[int] = None) -> int:
         raise ValueError(f"the number of residual blocks must be >= 1, got {num_blocks}")
     if not 0 <= i < num_blocks:
         raise ValueError(f"block position {i} is outside 0..{num_blocks - 1}")
-    c = num_blocks - 1 if c is None else c
+    c = num_blocks - 1 if c is None else check_offset(c)
+    return c + i
+
+
+def check_offset(c: Optional[int]) -> Optional[int]:
+    """``c`` as given, refused unless ``None`` or an integer >= 0 (a float such as
+    ``7.5`` would silently give non-integer block indices)."""
+    if c is None:
+        return None
+    if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+        raise TypeError(f"the offset c must be an integer >= 0 (or None for L - 1), got {c!r}")
     if c < 0:
         raise ValueError(f"the offset c must be >= 0, got {c}")
-    return c + i
+    return int(c)
 
 
 def shortcut_scale(k: int) -> float:

@@ -29,20 +29,19 @@ multipliers are copied.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import MULTIPLIERS, AddBias
-from .rescale import block_index
-from .resnet import ARCH_SETTINGS, StagedNetworkAPI, _global_hooks, _RescaleBlock
+from .blocks import LAYERS_3D, Bottleneck
+from .checkpoint import extract_state_dict
+from .registry import register_model
+from .resnet import ARCH_SETTINGS, RescaleNet, StemCfg
 
 __all__ = [
     "RescaleNet3d",
-    "BasicBlock3d",
-    "Bottleneck3d",
     "inflate_from_2d",
     "InflationReport",
     "slowonly_rescalenet50",
@@ -55,133 +54,6 @@ INFLATE_STYLES = ("3x1x1", "3x3x3")
 _HEAD_KEYS = ("fc.", "final_addbias.")
 
 Triple = Tuple[int, int, int]
-
-
-def _conv(cin: int, cout: int, kernel: Triple, stride: Triple = (1, 1, 1), groups: int = 1) -> nn.Conv3d:
-    padding = tuple((k - 1) // 2 for k in kernel)
-    return nn.Conv3d(cin, cout, kernel, stride, padding, groups=groups, bias=False)
-
-
-# -- fused forward ---------------------------------------------------------------
-# The blocks run the 2D blocks' fused forward (``rescalenet.resnet``, "fused forward"):
-# once calibrated, every AddBias shift is computed inside the next conv (exact at the
-# zero-padded borders, in time too), ``m_k / sqrt(L)`` is multiplied into the last
-# branch conv's weights and ``alpha_k`` into the downsample conv's weights (Dropout3d
-# commutes with both); the stem's post-conv AddBias becomes the conv's bias.
-# ``RescaleNet3d.set_fused_forward(False)`` forces the module-by-module forward.
-
-
-class _RescaleBlock3d(_RescaleBlock):
-    """The 2D block's shortcut, rescaled sum, init and fused forward with 3D layers;
-    the stride is ``(temporal_stride, spatial_stride, spatial_stride)``."""
-
-    pool_layer = nn.AvgPool3d
-    conv_layer = nn.Conv3d
-    dropout_layer = nn.Dropout3d
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        index: int,
-        num_blocks: int,
-        spatial_stride: int = 1,
-        temporal_stride: int = 1,
-        multiplier: str = "scalar",
-        drop_conv: float = 0.0,
-    ) -> None:
-        super().__init__(inplanes, planes, index, num_blocks,
-                         (temporal_stride, spatial_stride, spatial_stride), multiplier, drop_conv)
-
-
-class BasicBlock3d(_RescaleBlock3d):
-    """Two 3x3 convs (exponent 1/4); inflated, both are 3x3x3 (MMAction2's ``BasicBlock3d``).
-    The spatial and temporal strides are on conv1."""
-
-    expansion = 1
-    num_branch_layers = 2
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        index: int,
-        num_blocks: int,
-        spatial_stride: int = 1,
-        temporal_stride: int = 1,
-        inflate: bool = True,
-        inflate_style: str = "3x1x1",
-        groups: int = 1,
-        base_width: int = 64,
-        multiplier: str = "scalar",
-        drop_conv: float = 0.0,
-    ) -> None:
-        if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock3d only supports groups=1 and base_width=64")
-        super().__init__(inplanes, planes, index, num_blocks, spatial_stride, temporal_stride,
-                         multiplier, drop_conv)
-        kt = 3 if inflate else 1
-        self.addbias1 = AddBias(inplanes)
-        self.conv1 = _conv(inplanes, planes, (kt, 3, 3), (temporal_stride, spatial_stride, spatial_stride))
-        self.addbias2 = AddBias(planes)
-        self.conv2 = _conv(planes, planes, (kt, 3, 3))
-
-    def branch_layers(self) -> List[nn.Conv3d]:
-        return [self.conv1, self.conv2]
-
-    def forward_reference(self, x: Tensor) -> Tensor:
-        """Module by module, as the official code (used while calibrating)."""
-        out = self.relu(self.drop(self.conv1(self.addbias1(x))))
-        out = self.drop(self.conv2(self.addbias2(out)))
-        return self.residual_sum(x, out)
-
-
-class Bottleneck3d(_RescaleBlock3d):
-    """1x1x1 -> 1x3x3 (strides, groups) -> 1x1x1 convs (exponent 1/6). Inflated, conv1
-    becomes 3x1x1 (``inflate_style='3x1x1'``) or conv2 3x3x3 (``'3x3x3'``)."""
-
-    expansion = 4
-    num_branch_layers = 3
-
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        index: int,
-        num_blocks: int,
-        spatial_stride: int = 1,
-        temporal_stride: int = 1,
-        inflate: bool = True,
-        inflate_style: str = "3x1x1",
-        groups: int = 1,
-        base_width: int = 64,
-        multiplier: str = "scalar",
-        drop_conv: float = 0.0,
-    ) -> None:
-        super().__init__(inplanes, planes, index, num_blocks, spatial_stride, temporal_stride,
-                         multiplier, drop_conv)
-        width = int(planes * (base_width / 64.0)) * groups
-        kt1 = 3 if inflate and inflate_style == "3x1x1" else 1
-        kt2 = 3 if inflate and inflate_style == "3x3x3" else 1
-        self.addbias1 = AddBias(inplanes)
-        self.conv1 = _conv(inplanes, width, (kt1, 1, 1))
-        self.addbias2 = AddBias(width)
-        self.conv2 = _conv(width, width, (kt2, 3, 3), (temporal_stride, spatial_stride, spatial_stride), groups)
-        self.addbias3 = AddBias(width)
-        self.conv3 = _conv(width, planes * self.expansion, (1, 1, 1))
-
-    def branch_layers(self) -> List[nn.Conv3d]:
-        return [self.conv1, self.conv2, self.conv3]
-
-    def forward_reference(self, x: Tensor) -> Tensor:
-        """Module by module, as the official code (used while calibrating)."""
-        out = self.relu(self.drop(self.conv1(self.addbias1(x))))
-        out = self.relu(self.drop(self.conv2(self.addbias2(out))))
-        out = self.drop(self.conv3(self.addbias3(out)))
-        return self.residual_sum(x, out)
-
-
-_BLOCKS_3D = {2: BasicBlock3d, 3: Bottleneck3d}  # keyed by the 2D block's number of convs
 
 
 def _triple(value: Union[int, Sequence[int]], name: str) -> Triple:
@@ -220,8 +92,21 @@ def _block_inflations(stage_inflate: Union[int, Sequence[int]], blocks: int, sta
     return tuple(bool(f) for f in flags)
 
 
-class RescaleNet3d(StagedNetworkAPI, nn.Module):
-    """A normalization-free 3D ResNet with rescaled residuals, for (N, C, T, H, W) clips.
+def _inflated_kernels(bottleneck: bool, inflate: bool, style: str) -> Tuple[Triple, ...]:
+    """MMAction2's kernels: a basic block inflates both 3x3 convs to 3x3x3; a bottleneck
+    its first conv to 3x1x1 (``'3x1x1'``) or its 3x3 conv to 3x3x3 (``'3x3x3'``)."""
+    if not bottleneck:
+        kt = 3 if inflate else 1
+        return ((kt, 3, 3), (kt, 3, 3))
+    kt1 = 3 if inflate and style == "3x1x1" else 1
+    kt2 = 3 if inflate and style == "3x3x3" else 1
+    return ((kt1, 1, 1), (kt2, 3, 3), (1, 1, 1))
+
+
+class RescaleNet3d(RescaleNet):
+    """A normalization-free 3D ResNet with rescaled residuals, for (N, C, T, H, W) clips:
+    :class:`~rescalenet.RescaleNet` with 3D layers (:data:`~rescalenet.blocks.LAYERS_3D`)
+    and the temporal layout given with MMAction2's ``ResNet3d`` arguments.
 
     Defaults are MMAction2's ``ResNet3d`` (I3D-like: ``conv1_kernel=(3, 7, 7)``, every
     block inflated, ``with_pool2=True``); :func:`slowonly_rescalenet50` and
@@ -243,17 +128,14 @@ class RescaleNet3d(StagedNetworkAPI, nn.Module):
         with_pool2: a (2, 1, 1) temporal max-pool after ``layer1``.
         inflate: per stage, ``0``/``1`` for all blocks or a tuple with one flag per block.
         inflate_style: ``'3x1x1'`` or ``'3x3x3'`` (bottlenecks; basic blocks inflate both convs).
-        groups, width_per_group: ResNeXt cardinality and width.
-        multiplier: branch multiplier ``m_k``: ``'scalar'``, ``'vector'`` or ``'none'``.
-        c: offset of the block index ``k = c + i`` (``None``: ``L - 1``, official).
-        drop_conv: ``Dropout3d`` after each branch conv of stages 3-4 (as in 2D).
-        num_classes, drop_fc: the classifier head (``0``: none).
+        num_classes: the classifier head's outputs (``0``: none, a feature extractor).
         with_final_addbias: with no head, put the head's AddBias on the last returned
             stage, so an external head (MMAction2's ``I3DHead``) pools centred features
             as the 2D classifier does.
-        frozen_stages: stem (0) and stages ``1..frozen_stages`` get no gradient and stay
-            in eval mode (their AddBias never recalibrate); ``-1`` freezes nothing.
-        calibration_steps: training passes each AddBias averages its mean over.
+        **kwargs: :class:`~rescalenet.RescaleNet`'s ``groups``, ``width_per_group``,
+            ``multiplier``, ``c``, ``drop_conv`` (``Dropout3d`` in stages 3-4), ``drop_fc``,
+            ``frozen_stages`` (stem and stages ``1..frozen_stages`` frozen, in eval mode),
+            ``calibration_steps``, ``depth_scaled_init``, ``shortcut_pool``.
     """
 
     def __init__(
@@ -275,24 +157,15 @@ class RescaleNet3d(StagedNetworkAPI, nn.Module):
         with_pool2: bool = True,
         inflate: Union[int, Sequence] = 1,
         inflate_style: str = "3x1x1",
-        groups: int = 1,
-        width_per_group: int = 64,
-        multiplier: str = "scalar",
-        c: Optional[int] = None,
-        drop_conv: float = 0.0,
         num_classes: int = 0,
-        drop_fc: float = 0.0,
         with_final_addbias: bool = False,
-        frozen_stages: int = -1,
-        calibration_steps: int = 8,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ValueError(f"unknown RescaleNet3d depth {depth!r}; choose from {sorted(ARCH_SETTINGS)}")
         if not 1 <= num_stages <= 4:
             raise ValueError(f"num_stages must be in 1..4, got {num_stages}")
-        block2d, default_blocks = ARCH_SETTINGS[depth]
-        block = _BLOCKS_3D[block2d.num_branch_layers]
+        block, default_blocks = ARCH_SETTINGS[depth]
         stage_blocks = tuple(default_blocks[:num_stages] if stage_blocks is None else stage_blocks)
         if len(stage_blocks) != num_stages or any(n < 1 for n in stage_blocks):
             raise ValueError(
@@ -308,196 +181,60 @@ class RescaleNet3d(StagedNetworkAPI, nn.Module):
         inflations = [_block_inflations(f, n, i) for i, (f, n) in enumerate(zip(stage_inflate, stage_blocks))]
         if inflate_style not in INFLATE_STYLES:
             raise ValueError(f"inflate_style must be one of {INFLATE_STYLES}, got {inflate_style!r}")
-        if multiplier not in MULTIPLIERS:
-            raise ValueError(f"multiplier must be one of {MULTIPLIERS}, got {multiplier!r}")
         out_indices = tuple(out_indices)
         if num_classes == 0 and (not out_indices or any(i not in range(num_stages) for i in out_indices)):
             raise ValueError(
                 f"out_indices must be a non-empty subset of 0..{num_stages - 1}, got {out_indices}"
             )
-        if not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"frozen_stages must be in -1..{num_stages}, got {frozen_stages}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-
         self.depth = depth
-        self.block = block
         self.stage_blocks = stage_blocks
         self.in_channels = in_channels
-        self.num_stages = num_stages
         self.spatial_strides = spatial_strides
         self.temporal_strides = temporal_strides
         self.conv1_kernel = _triple(conv1_kernel, "conv1_kernel")
         self.stage_inflations = tuple(inflations)
         self.inflate_style = inflate_style
-        self.groups = groups
-        self.base_width = width_per_group
-        self.multiplier = multiplier
-        self.drop_conv = drop_conv
-        self.drop_rate = drop_fc
-        self.num_classes = num_classes
-        self.out_indices = out_indices if num_classes == 0 else None
         self.with_pool1 = with_pool1
         self.with_pool2 = with_pool2
-        self.frozen_stages = frozen_stages
-        self.grad_checkpointing = False
-        self.fused = True
-        self.num_blocks = sum(stage_blocks)
-        self.c = self.num_blocks - 1 if c is None else c
-
-        self.conv1 = _conv(in_channels, base_channels, self.conv1_kernel,
-                           (conv1_stride_t, conv1_stride_s, conv1_stride_s))
-        self.addbias1 = AddBias(base_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = (
-            nn.MaxPool3d((1, 3, 3), (pool1_stride_t, pool1_stride_s, pool1_stride_s), (0, 1, 1))
-            if with_pool1
-            else nn.Identity()
+        stem = StemCfg(
+            channels=base_channels, kernel=self.conv1_kernel, stride=(conv1_stride_t, conv1_stride_s, conv1_stride_s),
+            pool_kernel=(1, 3, 3) if with_pool1 else None,
+            pool_stride=(pool1_stride_t, pool1_stride_s, pool1_stride_s), pool_padding=(0, 1, 1))
+        super().__init__(
+            block, stage_blocks, num_classes=num_classes, in_chans=in_channels,
+            out_indices=out_indices if num_classes == 0 else None, stem=stem,
+            widths=tuple(base_channels * 2**i for i in range(num_stages)),
+            strides=tuple((t, s, s) for t, s in zip(temporal_strides, spatial_strides)),
+            conv_layers=LAYERS_3D, with_final_addbias=with_final_addbias and num_classes == 0, **kwargs,
         )
         self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1)) if with_pool2 else nn.Identity()
-
-        self.inplanes = base_channels
-        self._next_block = 0
-        for i, n in enumerate(stage_blocks):
-            stage_drop = drop_conv if i >= 2 else 0.0  # official: dropout in stages 3-4 only
-            layer = self._make_layer(base_channels * 2**i, n, spatial_strides[i], temporal_strides[i],
-                                     inflations[i], stage_drop)
-            self.add_module(f"layer{i + 1}", layer)
-        self.num_features = self.inplanes
         self.feat_dim = self.num_features  # MMAction2's name
 
-        self.feature_info = [
-            dict(num_chs=base_channels * block.expansion * 2**i, module=f"layer{i + 1}")
-            for i in range(num_stages)
-        ]
-        if num_classes > 0 or with_final_addbias:
-            self.final_addbias = AddBias(self.num_features)
-        self.with_final_addbias = with_final_addbias or num_classes > 0
-        if num_classes > 0:
-            self.avgpool = nn.AdaptiveAvgPool3d(1)
-            self.dropout = nn.Dropout(drop_fc) if drop_fc > 0 else nn.Identity()
-            self.fc = nn.Linear(self.num_features, num_classes)
-        if calibration_steps != 8:
-            for m in self.modules():
-                if isinstance(m, AddBias):
-                    m.calibration_steps = calibration_steps
-        self.reset_parameters()
-        self._freeze_stages()
+    def _block_kernels(self, stage: int, j: int) -> Tuple[Triple, ...]:
+        return _inflated_kernels(issubclass(self.block, Bottleneck), self.stage_inflations[stage][j],
+                                 self.inflate_style)
 
-    def _make_layer(self, planes: int, blocks: int, spatial_stride: int, temporal_stride: int,
-                    inflations: Sequence[bool], drop_conv: float) -> nn.Sequential:
-        layers = []
-        for j in range(blocks):
-            k = block_index(self._next_block, self.num_blocks, self.c)
-            layers.append(
-                self.block(
-                    self.inplanes,
-                    planes,
-                    index=k,
-                    num_blocks=self.num_blocks,
-                    spatial_stride=spatial_stride if j == 0 else 1,
-                    temporal_stride=temporal_stride if j == 0 else 1,
-                    inflate=inflations[j],
-                    inflate_style=self.inflate_style,
-                    groups=self.groups,
-                    base_width=self.base_width,
-                    multiplier=self.multiplier,
-                    drop_conv=drop_conv,
-                )
-            )
-            self.inplanes = planes * self.block.expansion
-            self._next_block += 1
-        return nn.Sequential(*layers)
+    def _after_stage(self, stage: int, x: Tensor) -> Tensor:
+        return self.pool2(x) if stage == 1 else x
 
-    # -- init (reset_parameters: StagedNetworkAPI, the 2D init with 3D fan-ins) --
+    # -- init (reset_parameters: RescaleNet's, with 3D fan-ins) -------------------
     def inflate_2d_(self, state_dict_2d: Mapping[str, Tensor], strict: bool = True) -> "InflationReport":
         """In-place :func:`inflate_from_2d` of a 2D RescaleNet state_dict into this model."""
         return inflate_from_2d(self, state_dict_2d, strict=strict)
 
-    # -- forward ----------------------------------------------------------------
-    def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 5:
-            raise ValueError(
-                f"RescaleNet3d expects a 5-D (N, C, T, H, W) clip batch, got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"RescaleNet3d was built for {self.in_channels} input channels, got {x.shape[1]} "
-                f"(input shape {tuple(x.shape)}; expected (N, C, T, H, W))"
-            )
-
-    def stem(self, x: Tensor) -> Tensor:
-        c = self.conv1
-        if self.fused and self.addbias1.foldable() and not (
-                _global_hooks() or c._forward_hooks or c._forward_pre_hooks):
-            # a post-conv AddBias is the conv's bias
-            x = F.conv3d(x, c.weight, self.addbias1.shift().to(c.weight.dtype), c.stride, c.padding)
-            return self.maxpool(self.relu(x))
-        return self.maxpool(self.relu(self.addbias1(self.conv1(x))))
-
-    def forward_stages(self, x: Tensor, out_indices: Sequence[int]) -> List[Tensor]:
-        """Outputs of the stages in ``out_indices`` (0-based)."""
-        self._check_input(x)
-        x = self.stem(x)
-        outs = []
-        for i in range(max(out_indices) + 1):
-            x = self._run_stage(getattr(self, f"layer{i + 1}"), x)
-            if i == 0:
-                x = self.pool2(x)
-            if i in out_indices:
-                outs.append(x)
-        return outs
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """The last stage's output, before any head."""
-        return self.forward_stages(x, (self.num_stages - 1,))[0]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.avgpool(self.final_addbias(x)).flatten(1)
-        x = self.dropout(x)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, ...]]:
-        if self.out_indices is None:
-            return self.forward_head(self.forward_features(x))
-        outs = self.forward_stages(x, self.out_indices)
-        if self.with_final_addbias and self.out_indices[-1] == self.num_stages - 1:
-            outs[-1] = self.final_addbias(outs[-1])
-        return tuple(outs)
-
 
 # -- 2D -> 3D inflation ---------------------------------------------------------
 
-class InflationReport(dict):
+@dataclass
+class InflationReport:
     """What :func:`inflate_from_2d` did: ``inflated`` (conv kernels repeated over
     time), ``copied`` (AddBias state, multipliers, head), ``unused`` (2D keys left out),
     ``missing`` (3D keys the 2D state_dict lacks; only possible with ``strict=False``)."""
 
-    @property
-    def inflated(self) -> List[str]:
-        return self["inflated"]
-
-    @property
-    def copied(self) -> List[str]:
-        return self["copied"]
-
-    @property
-    def unused(self) -> List[str]:
-        return self["unused"]
-
-    @property
-    def missing(self) -> List[str]:
-        return self["missing"]
-
-
-def _strip_prefix(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
+    inflated: List[str]
+    copied: List[str]
+    unused: List[str]
+    missing: List[str]
 
 
 @torch.no_grad()
@@ -510,17 +247,20 @@ def inflate_from_2d(model3d: RescaleNet3d, state_dict_2d: Mapping[str, Tensor],
     a clip of identical frames every time step whose temporal receptive field stays
     inside the clip gets exactly the 2D features. AddBias ``_bias``, ``init_mean`` and
     ``count`` (calibrated means stay calibrated), multipliers ``_scale`` and a matching
-    classifier are copied. ``module.`` prefixes (DataParallel/DDP) are stripped.
+    classifier are copied. The 2D weights go through :func:`rescalenet.checkpoint.extract_state_dict`
+    (``module.`` / ``_orig_mod.`` prefixes stripped, official names mapped).
 
     With ``strict`` (default) every 3D entry must be found in the 2D state_dict and
     every 2D backbone entry must be used: the rescaling coefficients depend on the
     total block count ``L``, so a partial match would not be an inflation of the same
-    network. Only the 2D head (``fc.*``, ``final_addbias.*``) may stay unused.
+    network. Only the 2D head (``fc.*``, ``final_addbias.*``) and the stages this 3D
+    model counts but does not build (a feature extractor's unused last stages) may stay
+    unused.
     Shape mismatches always raise ``ValueError``.
     """
     if not isinstance(model3d, RescaleNet3d):
         raise TypeError(f"inflate_from_2d needs a RescaleNet3d, got {type(model3d).__name__}")
-    sd2 = _strip_prefix(state_dict_2d)
+    sd2 = extract_state_dict(state_dict_2d, source="the 2D state_dict")
     sd3 = model3d.state_dict()
     new: Dict[str, Tensor] = {}
     inflated, copied, missing = [], [], []
@@ -549,7 +289,8 @@ def inflate_from_2d(model3d: RescaleNet3d, state_dict_2d: Mapping[str, Tensor],
             copied.append(key)
     unused = sorted(set(sd2) - set(new))
     if strict:
-        backbone_unused = [k for k in unused if not k.startswith(_HEAD_KEYS)]
+        unbuilt = tuple(f"layer{i}." for i in range(model3d.num_stages + 1, len(model3d.layers) + 1))
+        backbone_unused = [k for k in unused if not k.startswith(_HEAD_KEYS + unbuilt)]
         if missing or backbone_unused:
             raise ValueError(
                 "inflate_from_2d: the 2D state_dict is not a RescaleNet with this 3D model's "
@@ -557,13 +298,13 @@ def inflate_from_2d(model3d: RescaleNet3d, state_dict_2d: Mapping[str, Tensor],
                 f"missing in 2D: {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
                 f"unused 2D entries: {backbone_unused[:8]}{' ...' if len(backbone_unused) > 8 else ''}"
             )
-    # load_state_dict (not copy_) so AddBias refreshes its Python-side calibrated flag
     model3d.load_state_dict(new, strict=False)
     return InflationReport(inflated=inflated, copied=copied, unused=unused, missing=missing)
 
 
 # -- the two standard layouts ------------------------------------------------------
 
+@register_model("3d", "video", (3, 8, 224, 224), num_classes=0)
 def slowonly_rescalenet50(**kwargs: Any) -> RescaleNet3d:
     """SlowOnly R-50 layout (MMAction2 ``ResNet3dSlowOnly``): 1x7x7 stem, no temporal
     down-sampling, only stages 4-5 (``layer3``, ``layer4``) inflated (3x1x1)."""
@@ -573,6 +314,7 @@ def slowonly_rescalenet50(**kwargs: Any) -> RescaleNet3d:
     return RescaleNet3d(**cfg)
 
 
+@register_model("3d", "video", (3, 32, 224, 224), num_classes=0)
 def i3d_rescalenet50(**kwargs: Any) -> RescaleNet3d:
     """I3D R-50 layout (MMAction2 ``_base_/models/i3d_r50.py``): 5x7x7 stem with temporal
     stride 2, temporal max-pools after the stem and ``layer1``, alternating 3x1x1 inflation."""

@@ -1,4 +1,4 @@
-"""timm integration: ``import rescalenet.timm`` registers every 2D RescaleNet in timm.
+"""timm integration: ``import rescalenet.timm`` registers every 2D RescaleNet of the registry in timm.
 
 >>> import timm, rescalenet.timm
 >>> model = timm.create_model('rescalenet50', num_classes=10, drop_rate=0.3)
@@ -19,26 +19,37 @@ module does. The registered models are :class:`TimmRescaleNet`, a thin subclass 
 * ``pretrained_cfg`` per model (ImageNet input size, mean and std, ``first_conv='conv1'``,
   ``classifier='fc'``). No weights are published: ``pretrained=True`` needs a local
   checkpoint, ``pretrained_cfg_overlay=dict(file='rescalenet50.pth')``, holding a
-  ``state_dict`` of a core or timm RescaleNet (AddBias calibration buffers included).
+  ``state_dict`` of a core or timm RescaleNet (AddBias calibration buffers included),
+  read by :mod:`rescalenet.checkpoint` (official names mapped, BatchNorm ResNets refused);
+* ``torch.fx``: ``AddBias`` is registered as a leaf (``register_notrace_module``), so
+  timm's FX feature extraction and its FX tests trace the rest module by module.
+  ``torch.jit.script`` is not supported (deprecated in torch 2.11; see
+  ``RescaleNet.__prepare_scriptable__``): timm's own ``tests/test_models.py`` runs with
+  ``-k "(rescalenet or rescalenext) and not torchscript"``, README section "timm".
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 import timm.models
+from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .resnet import ARCH_SETTINGS, Bottleneck, RescaleNet
+from .checkpoint import extract_state_dict
+from .layers import AddBias
+from .registry import list_models, model_info
+from .resnet import RescaleNet
 
 __all__ = ["TimmRescaleNet", "MODEL_NAMES"]
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 GLOBAL_POOLS = ("avg", "")
+
+register_notrace_module(AddBias)  # its calibration is run-time state, not graph
 
 
 def _take_indices(num: int, indices: Optional[Union[int, Sequence[int]]]) -> Tuple[List[int], int]:
@@ -70,10 +81,8 @@ class TimmRescaleNet(RescaleNet):
 
     def __init__(
         self,
-        block: Type[nn.Module],
-        layers: Sequence[int],
+        *args: Any,
         num_classes: int = 1000,
-        in_chans: int = 3,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -83,7 +92,7 @@ class TimmRescaleNet(RescaleNet):
             raise ValueError(
                 "timm RescaleNets extract features with timm's wrapper: "
                 "timm.create_model(name, features_only=True, out_indices=...) "
-                "(index 0 is the stem, 1-4 the stages)"
+                "(index 0 is the stem, 1.. the stages)"
             )
         if "drop_fc" in kwargs:
             raise ValueError("pass the classifier dropout as drop_rate (timm's name), not drop_fc")
@@ -93,12 +102,15 @@ class TimmRescaleNet(RescaleNet):
                 "Dropout2d rate in stages 3-4 of the official recipe"
             )
         _check_pool(global_pool, num_classes)
-        super().__init__(block, layers, num_classes=num_classes, in_chans=in_chans, drop_fc=drop_rate, **kwargs)
+        super().__init__(*args, num_classes=num_classes, drop_fc=drop_rate, **kwargs)
         self.global_pool = global_pool
         if global_pool == "":
             self.avgpool = nn.Identity()
         self.head_hidden_size = self.num_features
-        self.feature_info = [dict(num_chs=64, reduction=2, module="relu")] + [
+        stem = self.stem_cfg
+        stem_reduction = stem.stride if isinstance(stem.stride, int) else stem.stride[-1]
+        # timm's taps: the stem's activation (before its max-pool), then the stages
+        self.feature_info = [dict(num_chs=stem.channels, reduction=stem_reduction, module="relu")] + [
             dict(info) for info in self.feature_info
         ]
 
@@ -125,27 +137,13 @@ class TimmRescaleNet(RescaleNet):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
-        """The taps of ``feature_info`` (0: stem, 1-4: stages) in ``indices``; with
+        """The taps of ``feature_info`` (0: stem, 1..: stages) in ``indices``; with
         ``intermediates_only=False`` also the last feature map."""
         if output_fmt != "NCHW":
             raise ValueError(f"RescaleNet features are NCHW, got output_fmt={output_fmt!r}")
-        self._check_input(x)
-        take, max_index = _take_indices(5, indices)
-        intermediates = []
-        x = self.relu(self.addbias1(self.conv1(x)))
-        if 0 in take:
-            intermediates.append(x)
-        x = self.maxpool(x)
-        last = max_index if stop_early else 4
-        for i in range(1, last + 1):
-            stage = getattr(self, f"layer{i}")
-            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-                for blk in stage:
-                    x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = stage(x)
-            if i in take:
-                intermediates.append(x)
+        taps = len(self.feature_info)
+        take, max_index = _take_indices(taps, indices)
+        x, intermediates = self.forward_taps(x, take, max_index if stop_early else taps - 1)
         if intermediates_only:
             return intermediates
         return x, intermediates
@@ -157,13 +155,14 @@ class TimmRescaleNet(RescaleNet):
         prune_head: bool = True,
     ) -> List[int]:
         """Drop the stages after the last tap in ``indices`` (and the head)."""
-        take, max_index = _take_indices(5, indices)
-        for i in range(max_index + 1, 5):
+        taps = len(self.feature_info)
+        take, max_index = _take_indices(taps, indices)
+        for i in range(max_index + 1, taps):
             setattr(self, f"layer{i}", nn.Sequential())
-        if max_index < 4:
+        if max_index < taps - 1:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-            self.final_addbias = nn.Identity()  # the head's centring belongs to layer4's features
-        if prune_head or max_index < 4:
+            self.final_addbias = nn.Identity()  # the head's centring belongs to the last stage's features
+        if prune_head or max_index < taps - 1:
             self.reset_classifier(0, "")
         return take
 
@@ -175,14 +174,19 @@ def _check_pool(global_pool: str, num_classes: int) -> None:
         raise ValueError("global_pool='' (unpooled features) needs num_classes=0: a linear classifier needs pooling")
 
 
-# -- registry -----------------------------------------------------------------------------
-def _cfg(**kwargs: Any) -> Dict[str, Any]:
+# -- registry: every 2D model of rescalenet.registry ---------------------------------
+def _cfg(name: str) -> Dict[str, Any]:
+    info = model_info(name)
+    size, arch = info.input_size, info.cfg
+    stride = arch.stem.stride * (arch.stem.pool_stride if arch.stem.pool_kernel else 1)
+    for s in arch.strides or (1, 2, 2, 2):
+        stride *= s
     return {
         "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
+        "num_classes": info.num_classes,
+        "input_size": size,
+        "pool_size": (size[1] // stride, size[2] // stride),
+        "crop_pct": 0.875 if info.layout == "imagenet" else 1.0,
         "interpolation": "bilinear",
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
@@ -190,32 +194,30 @@ def _cfg(**kwargs: Any) -> Dict[str, Any]:
         "classifier": "fc",
         "origin_url": "https://github.com/hukkai/rescaling",
         "paper_name": "Is normalization indispensable for training deep neural network?",
-        **kwargs,
     }
 
 
-# name -> (block, blocks per stage, extra constructor arguments)
-_ARCHS: Dict[str, Tuple[Type[nn.Module], Tuple[int, ...], Dict[str, Any]]] = {
-    f"rescalenet{depth}": (block, layers, {}) for depth, (block, layers) in ARCH_SETTINGS.items()
-}
-_ARCHS["rescalenext50_32x4d"] = (Bottleneck, (3, 4, 6, 3), dict(groups=32, width_per_group=4))
-_ARCHS["rescalenext101_32x8d"] = (Bottleneck, (3, 4, 23, 3), dict(groups=32, width_per_group=8))
-MODEL_NAMES = tuple(_ARCHS)
+MODEL_NAMES = tuple(list_models(kind="2d"))
 
-default_cfgs = generate_default_cfgs({name: _cfg() for name in MODEL_NAMES})
+
+def _filter_checkpoint(state_dict: Dict[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
+    """timm's pretrained_filter_fn: the project's checkpoint reader (wrappers, prefixes,
+    official names; BatchNorm ResNets refused)."""
+    return extract_state_dict(state_dict, source="the pretrained file")
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> TimmRescaleNet:
-    block, layers, arch_kwargs = _ARCHS[variant]
     if kwargs.get("features_only") and kwargs.get("frozen_stages", -1) >= 0:
         raise ValueError(
             "frozen_stages is not kept by timm's features_only wrapper (its train() does not "
             "re-freeze); freeze in your framework, or use rescalenet.RescaleNet(out_indices=..., "
             "frozen_stages=...)"
         )
-    return build_model_with_cfg(
-        TimmRescaleNet, variant, pretrained, block=block, layers=layers, **arch_kwargs, **kwargs
-    )
+    arch = model_info(variant).cfg
+    if kwargs.get("features_only") and "out_indices" not in kwargs:
+        kwargs["out_indices"] = tuple(range(len(arch.layers) + 1))  # the stem and every stage
+    return build_model_with_cfg(TimmRescaleNet, variant, pretrained, pretrained_filter_fn=_filter_checkpoint,
+                                **{**arch.kwargs(), **kwargs})
 
 
 def _register(name: str) -> None:
@@ -227,9 +229,11 @@ def _register(name: str) -> None:
 
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
-    entrypoint.__doc__ = f"{name} (RescaleNet, NeurIPS 2020): a ResNet without normalization layers."
+    entrypoint.__doc__ = model_info(name).builder.__doc__
     globals()[name] = register_model(entrypoint)
 
+
+default_cfgs = generate_default_cfgs({name: _cfg(name) for name in MODEL_NAMES})
 
 for _name in MODEL_NAMES:
     _register(_name)

@@ -3,52 +3,66 @@
     python -m rescalenet.train --data /path/to/imagenet --arch rescalenet50
     torchrun --nproc_per_node 8 -m rescalenet.train --data /path/to/imagenet --arch rescalenet50 \\
         --batch-size 128 --amp --channels-last
+    # small greyscale images (Fashion-MNIST written by `make data`), CIFAR-layout network
+    python -m rescalenet.train --data data/fashion_mnist --arch rescalenet_cifar20 --in-chans 1 \\
+        --img-size 28 --val-resize 28 --train-aug crop-flip --test-dir test
 
-``--data`` holds ``train/`` and ``val/`` in the ImageFolder layout (one folder per
-class). The recipe (``docs/method.md`` section 1.8): SGD with momentum 0.9, lr
-0.1 x global batch / 256, a 5-epoch linear warm-up, then ``--epochs`` (100) epochs
-of step decay (x0.1 at 30/60/90 epochs counted after the warm-up) or cosine;
-weight decay 1e-4 except on AddBias biases and branch multipliers; Dropout2d 0.03
-in stages 3-4 and dropout 0.3 before the classifier, or ``--mixup ALPHA`` with no
-dropout. The first training batches calibrate the AddBias means (8 steps), as in
-the official code; a resumed run never recalibrates.
+``--data`` holds ``train/`` and ``val/`` (and, with ``--test-dir``, a test split scored once
+after training) in the ImageFolder layout (one folder per class). The recipe
+(``docs/method.md`` section 1.8): SGD with momentum 0.9, lr 0.1 x global batch / 256, a
+5-epoch linear warm-up, then ``--epochs`` (100) epochs of step decay (x0.1 at 30/60/90
+epochs counted after the warm-up) or cosine; weight decay 1e-4 except on AddBias biases
+and branch multipliers; Dropout2d 0.03 in stages 3-4 and dropout 0.3 before the
+classifier (RescaleNets and the basic-block baselines, as the official BN baseline), or
+``--mixup ALPHA`` with no dropout. The first training batches calibrate the AddBias means
+(8 steps), as in the official code; a resumed run never recalibrates.
 
-Checkpoints (``OUTPUT/last.pth`` every epoch, ``OUTPUT/best.pth`` at the best
-validation top-1) are dicts loadable with ``torch.load(path, weights_only=True)``::
+Checkpoints (``OUTPUT/last.pth`` every epoch, ``OUTPUT/best.pth`` at the best validation
+top-1) are loadable with ``torch.load(path, weights_only=True)``; their layout is in
+:mod:`rescalenet.training.checkpoint_io`. ``state_dict`` loads into
+``rescalenet.create_model(arch, **model_kwargs)`` and, with ``strict=False`` (no head),
+into the detection and video backbones.
 
-    {'state_dict': model.state_dict(),     # no 'module.' prefix; AddBias buffers included
-     'arch': 'rescalenet50', 'model_kwargs': {...}, 'epoch': epochs done (warm-up included),
-     'optimizer': ..., 'scheduler': {'step': n}, 'scaler': ... or None,
-     'best_acc1': float, 'classes': [...], 'args': {...}}
-
-``state_dict`` loads into ``rescalenet.create_model(arch, **model_kwargs)`` and, with
-``strict=False`` (no head), into the detection and video backbones.
-
-Logs: ``OUTPUT/log.csv`` (one row per epoch) and TensorBoard events in ``OUTPUT/tb``.
+Logs: ``OUTPUT/log.csv`` (one row per epoch), TensorBoard events in ``OUTPUT/tb`` and, at
+the end, ``OUTPUT/result.json`` (final validation and test metrics, images/s).
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import math
+import json
 import os
 import random
-import sys
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from . import MODEL_BUILDERS, create_model, is_calibrated, param_groups
-from .baselines import baseline_param_groups, create_baseline, is_baseline, list_baselines
+from . import is_calibrated, list_models, param_groups
+from .baselines import accepts, baseline_param_groups, create_baseline, is_baseline, list_baselines
+from .blocks import BLOCK_MULTIPLIERS
 from .layers import AddBias
+from .registry import create_model
+from .resnet import SHORTCUT_POOLS
+from .training import (
+    TRAIN_AUGMENTATIONS,
+    Dist,
+    Logger,
+    WarmupSchedule,
+    build_loaders,
+    evaluate,
+    image_folder,
+    image_transform,
+    init_distributed,
+    load_training_checkpoint,
+    save_checkpoint,
+    train_one_epoch,
+)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["main", "build_parser", "WarmupSchedule", "Result"]
+
+RESCALENETS = list_models(kind="2d")
 
 
 # -- arguments --------------------------------------------------------------------
@@ -61,10 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root holding train/ and val/ (ImageFolder layout)")
     p.add_argument("--train-dir", default="train")
     p.add_argument("--val-dir", default="val", help="'' to skip validation")
+    p.add_argument("--test-dir", default="", help="a split scored once, after the last epoch (e.g. 'test')")
     p.add_argument("--arch", default="rescalenet50",
-                   help="a RescaleNet (%s) or a baseline (see rescalenet.baselines)" % ", ".join(sorted(MODEL_BUILDERS)))
-    p.add_argument("--multiplier", default="scalar", choices=["scalar", "vector", "none"],
-                   help="RescaleNet branch multiplier")
+                   help="a RescaleNet (%s) or a baseline (see rescalenet.baselines)" % ", ".join(RESCALENETS))
+    p.add_argument("--multiplier", default="scalar", choices=BLOCK_MULTIPLIERS, help="RescaleNet branch multiplier")
+    p.add_argument("--rescale-c", type=int, default=None, help="RescaleNet block-index offset c (default L - 1)")
+    p.add_argument("--calibration-steps", type=int, default=8,
+                   help="RescaleNet: training batches averaged into each AddBias mean (0: no mean subtraction)")
+    p.add_argument("--no-depth-init", action="store_true",
+                   help="RescaleNet: plain He init of the branches (no (L/(k+1))^(1/2n) factor; ablation)")
+    p.add_argument("--shortcut-pool", default="avg", choices=SHORTCUT_POOLS,
+                   help="RescaleNet downsample shortcut: 'avg' (official) or 'avg-vp' (variance-preserving)")
     p.add_argument("--output", default="runs/train", help="checkpoints and logs")
     p.add_argument("--epochs", type=int, default=100, help="epochs AFTER the warm-up (official: 100)")
     p.add_argument("--warmup-epochs", type=int, default=5, help="linear warm-up epochs")
@@ -82,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup alpha (0: off)")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--val-resize", type=int, default=None, help="validation resize (default img-size / 0.875)")
+    p.add_argument("--train-aug", default="rrc", choices=TRAIN_AUGMENTATIONS,
+                   help="'rrc': RandomResizedCrop + flip (ImageNet); 'crop-flip': padded random crop + flip (CIFAR)")
+    p.add_argument("--in-chans", type=int, default=3, choices=[1, 3], help="input channels (1: greyscale)")
+    p.add_argument("--mean", type=float, nargs="+", default=None, help="per-channel mean (default ImageNet's)")
+    p.add_argument("--std", type=float, nargs="+", default=None, help="per-channel std (default ImageNet's)")
     p.add_argument("-j", "--workers", type=int, default=8, help="data loading workers per process")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: torch's default)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 autocast; fp16 + loss scaling with --amp-dtype fp16)")
     p.add_argument("--amp-dtype", default="bf16", choices=["bf16", "fp16"])
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
@@ -93,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true", help="only evaluate (with --resume or --weights)")
     p.add_argument("--weights", default="", help="initial model weights (a checkpoint written by this script)")
     p.add_argument("--limit-train-batches", type=int, default=0, help="cap the steps per epoch (0: all)")
+    p.add_argument("--limit-eval-batches", type=int, default=0, help="cap the validation / test batches (0: all)")
     p.add_argument("--print-freq", type=int, default=50)
     p.add_argument("--progress", choices=["auto", "tqdm", "plain"], default="auto",
                    help="progress display: tqdm bar (auto when installed and on a terminal) or plain lines")
@@ -103,12 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> None:
     """Clear errors for bad arguments, before anything expensive happens."""
     errors = []
-    if not (args.arch in MODEL_BUILDERS or is_baseline(args.arch)):
-        errors.append(f"--arch {args.arch!r} is unknown; choose from {sorted(MODEL_BUILDERS) + list_baselines()}")
+    rescalenet = args.arch in RESCALENETS
+    if not (rescalenet or is_baseline(args.arch)):
+        errors.append(f"--arch {args.arch!r} is unknown; choose from {RESCALENETS + list_baselines()}")
     if not os.path.isdir(args.data):
         errors.append(f"--data {args.data!r} is not a directory")
     else:
-        for sub in [args.train_dir] + ([args.val_dir] if args.val_dir else []):
+        for sub in [args.train_dir] + [d for d in (args.val_dir, args.test_dir) if d]:
             if not os.path.isdir(os.path.join(args.data, sub)):
                 errors.append(f"--data {args.data!r} has no {sub}/ folder (ImageFolder layout: DATA/{sub}/CLASS/IMAGE)")
     if args.epochs < 1:
@@ -129,6 +158,18 @@ def check_args(args: argparse.Namespace) -> None:
         errors.append(f"--lr must be > 0, got {args.lr}")
     if args.img_size < 8:
         errors.append(f"--img-size must be >= 8, got {args.img_size}")
+    if args.calibration_steps < 0:
+        errors.append(f"--calibration-steps must be >= 0, got {args.calibration_steps}")
+    if args.rescale_c is not None and args.rescale_c < 0:
+        errors.append(f"--rescale-c must be >= 0, got {args.rescale_c}")
+    rescale_options = [flag for flag, used in (
+        ("--multiplier", args.multiplier != "scalar"), ("--rescale-c", args.rescale_c is not None),
+        ("--calibration-steps", args.calibration_steps != 8), ("--no-depth-init", args.no_depth_init),
+        ("--shortcut-pool", args.shortcut_pool != "avg")) if used]
+    if rescale_options and not rescalenet:
+        errors.append(f"{', '.join(rescale_options)} apply to RescaleNets only, not to the baseline {args.arch!r}")
+    if args.in_chans != 3 and not rescalenet and not accepts(args.arch, "in_chans"):
+        errors.append(f"--in-chans {args.in_chans}: the baseline {args.arch!r} takes 3-channel input only")
     if args.evaluate and not (args.resume or args.weights):
         errors.append("--evaluate needs --resume or --weights")
     if args.evaluate and not args.val_dir:
@@ -145,315 +186,47 @@ def check_args(args: argparse.Namespace) -> None:
         args.drop_fc = default_drop if default_drop is not None else 0.3
 
 
-# -- distributed ------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_type: str) -> Dist:
-    """Use an existing process group, or start one under torchrun (WORLD_SIZE > 1):
-    NCCL on GPUs, gloo on the CPU."""
-    if dist.is_available() and dist.is_initialized():
-        return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_type == "cuda":
-        torch.cuda.set_device(local)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local, owns_group=True)
-
-
-# -- data -------------------------------------------------------------------------
-def build_datasets(args):
-    from torchvision import datasets, transforms
-
-    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train_tf = transforms.Compose([
-        transforms.RandomResizedCrop(args.img_size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        normalize,
-    ])
-    resize = args.val_resize or int(round(args.img_size / 0.875))
-    val_tf = transforms.Compose([
-        transforms.Resize(resize),
-        transforms.CenterCrop(args.img_size),
-        transforms.ToTensor(),
-        normalize,
-    ])
-    train = datasets.ImageFolder(os.path.join(args.data, args.train_dir), train_tf)
-    val = datasets.ImageFolder(os.path.join(args.data, args.val_dir), val_tf) if args.val_dir else None
-    if val is not None and val.classes != train.classes:
-        raise SystemExit(f"rescalenet.train: error: train/ and val/ have different classes "
-                         f"({len(train.classes)} vs {len(val.classes)})")
-    return train, val
-
-
-def build_loaders(args, train_set, val_set, d: Dist, pin: bool):
-    from torch.utils.data import DataLoader, Subset
-    from torch.utils.data.distributed import DistributedSampler
-
-    if len(train_set) < args.batch_size * d.world_size:
-        raise SystemExit(f"rescalenet.train: error: {len(train_set)} training images are fewer than one "
-                         f"global batch ({args.batch_size} x {d.world_size} processes)")
-    sampler = DistributedSampler(train_set, d.world_size, d.rank, shuffle=True, seed=args.seed,
-                                 drop_last=True) if d.enabled else None
-    g = torch.Generator().manual_seed(args.seed)
-    train = DataLoader(train_set, args.batch_size, shuffle=sampler is None, sampler=sampler,
-                       num_workers=args.workers, pin_memory=pin, drop_last=True, generator=g,
-                       persistent_workers=args.workers > 0)
-    val = None
-    if val_set is not None:
-        # every rank scores a disjoint slice; counts are summed (no padded duplicates)
-        part = Subset(val_set, range(d.rank, len(val_set), d.world_size)) if d.enabled else val_set
-        val = DataLoader(part, args.batch_size * 3, shuffle=False, num_workers=args.workers, pin_memory=pin)
-    return train, val, sampler
-
-
-# -- model / optimizer / schedule ---------------------------------------------------
-def build_model(arch: str, num_classes: int, drop_conv: float, drop_fc: float,
-                multiplier: str = "scalar") -> nn.Module:
-    if arch in MODEL_BUILDERS:
-        return create_model(arch, num_classes=num_classes, drop_conv=drop_conv, drop_fc=drop_fc,
-                            multiplier=multiplier)
-    return create_baseline(arch, num_classes=num_classes, drop_fc=drop_fc)
-
-
+# -- model ------------------------------------------------------------------------
 def model_kwargs(args, num_classes: int) -> Dict:
-    kw = dict(num_classes=num_classes, drop_conv=args.drop_conv, drop_fc=args.drop_fc)
-    if args.arch in MODEL_BUILDERS:
-        kw["multiplier"] = args.multiplier
+    """The builder's arguments: what ``rescalenet.create_model(arch, **kwargs)`` (or
+    ``create_baseline``) needs to rebuild the trained model (saved in checkpoints)."""
+    kw: Dict = dict(num_classes=num_classes, drop_fc=args.drop_fc)
+    if args.arch in RESCALENETS:
+        kw.update(in_chans=args.in_chans, drop_conv=args.drop_conv, multiplier=args.multiplier, c=args.rescale_c,
+                  calibration_steps=args.calibration_steps, depth_scaled_init=not args.no_depth_init,
+                  shortcut_pool=args.shortcut_pool)
+    else:
+        for option, value in (("in_chans", args.in_chans), ("drop_conv", args.drop_conv)):
+            if accepts(args.arch, option):
+                kw[option] = value
     return kw
 
 
+def build_model(arch: str, **kwargs) -> nn.Module:
+    return create_model(arch, **kwargs) if arch in RESCALENETS else create_baseline(arch, **kwargs)
+
+
 def build_param_groups(model: nn.Module, arch: str, lr: float, weight_decay: float) -> List[dict]:
-    if arch in MODEL_BUILDERS:
+    if arch in RESCALENETS:
         return param_groups(model, weight_decay, lr=lr)
     return baseline_param_groups(model, arch, lr, weight_decay)
 
 
-class WarmupSchedule:
-    """Per-iteration lr ratio of the official code: linear warm-up ``it / warmup``,
-    then step decay at ``milestones`` or cosine (floor 1e-5) over ``epochs`` epochs
-    counted after the warm-up. ``step()`` sets every group's lr to ratio x its
-    initial lr; call it before ``optimizer.step()``."""
-
-    def __init__(self, optimizer, iters_per_epoch: int, epochs: int, warmup_epochs: int,
-                 schedule: str = "step", milestones: Sequence[int] = (30, 60, 90), gamma: float = 0.1):
-        self.optimizer = optimizer
-        self.iters = iters_per_epoch
-        self.epochs = epochs
-        self.warmup = warmup_epochs * iters_per_epoch
-        self.schedule = schedule
-        self.milestones = list(milestones)
-        self.gamma = gamma
-        self.last_step = 0
-        for g in optimizer.param_groups:
-            g.setdefault("initial_lr", g["lr"])
-
-    def ratio(self, it: int) -> float:
-        if it < self.warmup:
-            return it / self.warmup
-        e = (it - self.warmup) / self.iters
-        if self.schedule == "cosine":
-            return max(0.5 * (1 + math.cos(math.pi * min(e, self.epochs) / self.epochs)), 1e-5)
-        return self.gamma ** sum(1 for m in self.milestones if e >= m)
-
-    def step(self) -> float:
-        r = self.ratio(self.last_step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = r * g["initial_lr"]
-        self.last_step += 1
-        return r
-
-    def state_dict(self) -> Dict:
-        return {"step": self.last_step}
-
-    def load_state_dict(self, state: Dict) -> None:
-        self.last_step = int(state["step"])
-
-
-# -- logging --------------------------------------------------------------------
-class Progress:
-    """tqdm bar when available (and wanted), plain lines every ``freq`` steps otherwise."""
-
-    def __init__(self, total: int, desc: str, mode: str, freq: int, enabled: bool):
-        self.total, self.desc, self.freq, self.enabled = total, desc, max(1, freq), enabled
-        self.bar = None
-        self.n = 0
-        if enabled and mode in ("auto", "tqdm"):
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                if mode == "tqdm":
-                    print("tqdm is not installed: plain progress lines", flush=True)
-            else:
-                if mode == "tqdm" or sys.stderr.isatty():
-                    self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True)
-
-    def update(self, **metrics) -> None:
-        self.n += 1
-        if not self.enabled:
-            return
-        text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-            self.bar.update(1)
-        elif self.n % self.freq == 0 or self.n == self.total:
-            print(f"{self.desc} [{self.n}/{self.total}] {text}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class Logger:
-    """CSV rows (``log.csv``) and TensorBoard scalars (``tb/``, when installed)."""
-
-    FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5",
-              "epoch_time_s", "train_images_per_s"]
-
-    def __init__(self, output: str, enabled: bool, tensorboard: bool):
-        self.enabled = enabled
-        self.path = os.path.join(output, "log.csv")
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                print("tensorboard is not installed: logging to log.csv only", flush=True)
-            else:
-                self.tb = SummaryWriter(os.path.join(output, "tb"))
-
-    def log(self, row: Dict) -> None:
-        if not self.enabled:
-            return
-        new = not os.path.exists(self.path)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in self.FIELDS})
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["epoch"])
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-# -- train / evaluate -------------------------------------------------------------
-def mixup_batch(x, y, alpha: float):
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(x.shape[0], device=x.device)
-    return lam * x + (1 - lam) * x[perm], y[perm], lam
-
-
-def all_reduce_sum(values: List[float], d: Dist, device) -> List[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if d.enabled:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, device, epoch, autocast):
-    model.train()
-    steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
-    prog = Progress(steps, f"epoch {epoch + 1}", args.progress, args.print_freq, d.main)
-    loss_sum, correct, seen = 0.0, 0.0, 0
-    t0 = time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        if i >= steps:
-            break
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        lr_ratio = schedule.step()
-        with autocast():
-            if args.mixup > 0:
-                xm, y2, lam = mixup_batch(x, y, args.mixup)
-                out = model(xm)
-                loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y2)
-            else:
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        n = x.shape[0]
-        loss_sum += loss.item() * n
-        correct += (out.argmax(1) == y).sum().item()
-        seen += n
-        prog.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
-    prog.close()
-    elapsed = time.perf_counter() - t0
-    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d, device)
-    return dict(train_loss=loss_sum / seen, train_acc1=100.0 * correct / seen, epoch_time_s=elapsed,
-                train_images_per_s=seen / elapsed, lr=optimizer.param_groups[0]["lr"], lr_ratio=lr_ratio)
-
-
-@torch.no_grad()
-def evaluate(model, loader, args, d: Dist, device, autocast) -> Dict[str, float]:
-    model.eval()
-    loss_sum, c1, c5, seen = 0.0, 0.0, 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if args.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            out = model(x)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-        top = out.topk(min(5, out.shape[1]), dim=1).indices
-        c1 += (top[:, 0] == y).sum().item()
-        c5 += (top == y[:, None]).any(1).sum().item()
-        seen += y.shape[0]
-    loss_sum, c1, c5, seen = all_reduce_sum([loss_sum, c1, c5, seen], d, device)
-    return dict(val_loss=loss_sum / seen, val_acc1=100.0 * c1 / seen, val_acc5=100.0 * c5 / seen)
-
-
-def addbias_means(model: nn.Module) -> Dict[str, torch.Tensor]:
-    return {n: m.init_mean.detach().clone() for n, m in model.named_modules() if isinstance(m, AddBias)}
-
-
-def save_checkpoint(path: str, state: Dict) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str) -> Dict:
-    if not os.path.isfile(path):
-        raise SystemExit(f"rescalenet.train: error: checkpoint {path!r} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise SystemExit(f"rescalenet.train: error: {path!r} is not a checkpoint written by rescalenet.train")
-    return ckpt
+def build_datasets(args):
+    tf = dict(img_size=args.img_size, augmentation=args.train_aug, val_resize=args.val_resize,
+              in_chans=args.in_chans, mean=args.mean, std=args.std)
+    train = image_folder(os.path.join(args.data, args.train_dir), image_transform(True, **tf), "training")
+    evaluation = image_transform(False, **tf)
+    splits = {}
+    for name, sub in (("val", args.val_dir), ("test", args.test_dir)):
+        if sub:
+            ds = image_folder(os.path.join(args.data, sub), evaluation, name)
+            if ds.classes != train.classes:
+                raise SystemExit(f"rescalenet.train: error: {args.train_dir}/ and {sub}/ have different classes "
+                                 f"({len(train.classes)} vs {len(ds.classes)}: "
+                                 f"{sorted(set(train.classes) ^ set(ds.classes))[:5]})")
+            splits[name] = ds
+    return train, splits.get("val"), splits.get("test")
 
 
 @dataclass
@@ -467,6 +240,8 @@ class Result:
 def main(argv: Optional[Sequence[str]] = None) -> Result:
     args = build_parser().parse_args(argv)
     check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device_type = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
     d = init_distributed(device_type)
     device = torch.device(f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu")
@@ -486,21 +261,19 @@ def _run(args, d: Dist, device) -> Result:
     if resume == "auto":
         auto = os.path.join(args.output, "last.pth")
         resume = auto if os.path.isfile(auto) else ""
-    ckpt = load_checkpoint(resume) if resume else None
+    ckpt = load_training_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt.get("arch") != args.arch:
         raise SystemExit(f"rescalenet.train: error: {resume!r} holds a {ckpt.get('arch')!r} model, "
                          f"not --arch {args.arch!r}")
 
-    train_set, val_set = build_datasets(args)
+    train_set, val_set, test_set = build_datasets(args)
     num_classes = len(train_set.classes)
     kwargs = model_kwargs(args, num_classes)
-    if args.arch not in MODEL_BUILDERS and args.drop_conv > 0 and d.main:
-        print(f"note: --drop-conv applies to RescaleNet only; {args.arch} gets drop-fc {args.drop_fc} only",
-              flush=True)
+    if "drop_conv" not in kwargs and args.drop_conv > 0 and d.main:
+        print(f"note: --drop-conv does not apply to {args.arch}; it gets drop-fc {args.drop_fc} only", flush=True)
     model = build_model(args.arch, **kwargs)
     if args.weights:
-        w = load_checkpoint(args.weights)
-        model.load_state_dict(w["state_dict"])
+        model.load_state_dict(load_training_checkpoint(args.weights)["state_dict"])
     if ckpt is not None:
         model.load_state_dict(ckpt["state_dict"])  # AddBias buffers: calibrated, never redone
     model.to(device)
@@ -511,7 +284,8 @@ def _run(args, d: Dist, device) -> Result:
     lr = args.lr if args.lr is not None else args.base_lr * global_batch / 256
     optimizer = torch.optim.SGD(build_param_groups(model, args.arch, lr, args.weight_decay),
                                 lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    loader, val_loader, sampler = build_loaders(args, train_set, val_set, d, pin=device.type == "cuda")
+    loader, val_loader, sampler = build_loaders(train_set, val_set, args.batch_size, args.workers, args.seed,
+                                                d.rank, d.world_size, pin=device.type == "cuda")
     steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
     schedule = WarmupSchedule(optimizer, steps, args.epochs, args.warmup_epochs, args.schedule,
                               args.milestones, args.gamma)
@@ -598,8 +372,19 @@ def _run(args, d: Dist, device) -> Result:
                 dist.barrier()
     finally:
         logger.close()
+    if test_set is not None:
+        from torch.utils.data import DataLoader, Subset
+
+        part = Subset(test_set, range(d.rank, len(test_set), d.world_size)) if d.enabled else test_set
+        test_loader = DataLoader(part, args.batch_size * 3, shuffle=False, num_workers=args.workers)
+        last.update({k.replace("val_", "test_"): v
+                     for k, v in evaluate(net, test_loader, args, d, device, autocast).items()})
     if d.main:
-        print(f"done: best top-1 {best:.3f}; checkpoints in {args.output}", flush=True)
+        with open(os.path.join(args.output, "result.json"), "w") as f:
+            json.dump(dict(arch=args.arch, best_val_acc1=best, **{k: v for k, v in last.items()
+                                                                  if isinstance(v, (int, float))}), f, indent=1)
+        test = f", test top-1 {last['test_acc1']:.3f}" if "test_acc1" in last else ""
+        print(f"done: best top-1 {best:.3f}{test}; checkpoints in {args.output}", flush=True)
     return Result(model, best, last, start_epoch)
 
 

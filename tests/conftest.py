@@ -18,3 +18,43 @@ def _seed():
 
     torch.manual_seed(0)
     yield
+
+
+def _threads(n):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is faster, and far faster on a loaded shared CPU."""
+    yield from _threads(1)
+
+
+@pytest.fixture(scope="module")
+def two_threads():
+    yield from _threads(2)
+
+
+def calibrate_on_noise(model, size=(32, 32), batch=2, channels=None, seed=None):
+    """Calibrate ``model`` on 8 batches of Gaussian noise of shape
+    ``(batch, channels, *size)`` (``channels``: the model's ``in_chans``; ``size`` may
+    be ``(T, H, W)`` for a 3D network); returns the model."""
+    import torch
+
+    import rescalenet
+
+    channels = channels or getattr(model, "in_chans", 3)
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
+    rescalenet.calibrate(model, [torch.randn(batch, channels, *size, generator=gen) for _ in range(8)])
+    return model
+
+
+@pytest.fixture
+def calibrate():
+    """The shared calibrate helper (:func:`calibrate_on_noise`)."""
+    return calibrate_on_noise

@@ -8,13 +8,7 @@ from rescalenet import AddBias, RescaledResidual
 from rescalenet.fold import ChannelShift, FoldedBlock, FoldedRescaleNet, fold_for_inference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread is faster, and far faster on a loaded shared CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_like(name, **kwargs):

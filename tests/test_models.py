@@ -1,36 +1,114 @@
-"""One generic test over every 2D builder, in the spirit of timm's test_models.py."""
+"""One generic test over every registered model, in the spirit of timm's tests/test_models.py:
+forward, backward with a gradient on every parameter, fused equals reference, folded
+equals eval, state_dict round trip, features. Then the 2D builders' own API."""
+import io
+
 import pytest
 import torch
 from torch import nn
 
 import rescalenet
 from rescalenet import param_groups
+from rescalenet.baselines import create_baseline
+from conftest import calibrate_on_noise
 
-# parameters at 1000 classes, as documented in the builders' docstrings (millions)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# parameters at the builders' default classes (1000; 10 for the CIFAR layout), millions,
+# as documented in the builders' docstrings and in He et al. 2016, table 6
 PARAMS_M = {
     "rescalenet18": 11.7, "rescalenet34": 21.8, "rescalenet50": 25.5, "rescalenet101": 44.5,
     "rescalenet152": 60.1, "rescalenet200": 64.6, "rescalenext50_32x4d": 25.0,
-    "rescalenext101_32x8d": 88.7,
+    "rescalenext101_32x8d": 88.7, "rescalenet_cifar20": 0.27, "rescalenet_cifar32": 0.47,
+    "rescalenet_cifar56": 0.85, "rescalenet_cifar110": 1.73, "rescalenet_cifar1202": 19.4,
+    "rescalenet_wrn40_4": 8.94,
 }
+RESCALENETS = rescalenet.list_models(kind="2d") + rescalenet.list_models(kind="3d")
 
 
-@pytest.mark.parametrize("name", sorted(rescalenet.MODEL_BUILDERS))
-def test_builder_forward_backward(name):
-    model = rescalenet.create_model(name, num_classes=7, drop_conv=0.03, drop_fc=0.3)
-    x = torch.randn(2, 3, 64, 48)
+def _input(name, batch=2):
+    info = rescalenet.model_info(name)
+    if info.kind == "3d":
+        return torch.randn(batch, 3, 8, 32, 32)
+    return torch.randn(batch, 3, *((20, 18) if info.layout == "cifar" else (64, 48)))
+
+
+def _build(name, **kw):
+    kw.setdefault("num_classes", 7)
+    return rescalenet.create_model(name, **kw)
+
+
+@pytest.mark.parametrize("name", RESCALENETS)
+def test_every_registered_rescalenet(name):
+    info = rescalenet.model_info(name)
+    x = _input(name)
+    model = _build(name, drop_conv=0.03, drop_fc=0.3)
+    assert not any(isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
+                   for m in model.modules())
+    # forward / backward, a gradient on every parameter
     out = model(x)
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     out.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, missing
-    n_params = sum(p.numel() for p in rescalenet.create_model(name).parameters())
-    assert n_params / 1e6 == pytest.approx(PARAMS_M[name], abs=0.05)
-    # torchvision module names, so tools and checkpoint code that rely on them work
-    names = dict(model.named_children())
-    for key in ["conv1", "layer1", "layer2", "layer3", "layer4", "fc"]:
-        assert key in names
-    assert not any(isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm))
-                   for m in model.modules())
+    # calibrated: the fused forward equals the module-by-module reference (eval, train grads)
+    calibrate_on_noise(model, size=x.shape[2:])
+    model.eval()
+    with torch.no_grad():
+        fused = model(x)
+        model.set_fused_forward(False)
+        ref = model(x)
+        model.set_fused_forward(True)
+    torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5)
+    blocks = [m for m in model.modules() if isinstance(m, rescalenet.RescaleBlock)]
+    assert blocks and all(b.can_fuse() for b in blocks)
+    # folded equals eval
+    folded = rescalenet.fold_for_inference(model)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), ref, rtol=1e-4, atol=1e-4)
+    # state_dict round trip, calibration included, never recalibrating
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    again = _build(name, drop_conv=0.03, drop_fc=0.3)
+    again.load_state_dict(torch.load(buf, weights_only=True))
+    assert rescalenet.is_calibrated(again)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), ref)
+    # features: the stage maps of a feature extractor equal the classifier's own
+    feats = _build(name, num_classes=0) if info.kind == "3d" else _build(name, out_indices=tuple(range(model.num_stages)))
+    feats.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(("fc.", "final_addbias."))},
+                          strict=info.kind != "3d")
+    with torch.no_grad():
+        maps = feats.eval().forward_stages(x)
+        assert len(maps) == model.num_stages
+        for f, fi in zip(maps, model.feature_info):
+            assert f.shape[1] == fi["num_chs"]
+        torch.testing.assert_close(maps[-1], model.forward_features(x))
+    if info.kind == "2d":
+        n_params = sum(p.numel() for p in rescalenet.create_model(name).parameters())
+        assert n_params / 1e6 == pytest.approx(PARAMS_M[name], abs=0.05)
+        names = dict(model.named_children())  # torchvision module names
+        for key in ["conv1", "fc"] + [f"layer{i + 1}" for i in range(model.num_stages)]:
+            assert key in names
+
+
+@pytest.mark.parametrize("name", rescalenet.list_models(kind="baseline", layout="cifar", pattern="*cifar20")
+                         + ["resnet18", "fixup_resnet18", "skipinit_resnet18", "gn_resnet18", "plain_resnet18"])
+def test_every_basic_block_baseline(name):
+    """The basic-block baselines: forward, a gradient on every parameter, state_dict round trip."""
+    cifar = "cifar" in name
+    model = create_baseline(name, num_classes=5, drop_fc=0.3, drop_conv=0.03, in_chans=1)
+    x = torch.randn(2, 1, *((20, 18) if cifar else (64, 48)))
+    out = model(x)
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+    out.sum().backward()
+    # Fixup's zero classifier and zero last convs leave some gradients exactly zero, never None
+    assert not [n for n, p in model.named_parameters() if p.grad is None]
+    again = create_baseline(name, num_classes=5, drop_conv=0.03, in_chans=1)
+    again.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), model.eval()(x))
 
 
 @pytest.mark.parametrize("name", ["rescalenet18", "rescalenet50"])

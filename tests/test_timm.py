@@ -16,22 +16,13 @@ timm = pytest.importorskip("timm")
 import rescalenet  # noqa: E402
 import rescalenet.timm as rtimm  # noqa: E402
 from rescalenet.fold import fold_for_inference  # noqa: E402
+from conftest import calibrate_on_noise  # noqa: E402
 
 NAMES = sorted(rtimm.MODEL_NAMES)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _calibrate(model, size=(32, 32)):
-    rescalenet.calibrate(model, [torch.randn(2, 3, *size) for _ in range(8)])
-    return model
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_import_rescalenet_does_not_import_timm():
@@ -75,7 +66,8 @@ def test_model_conventions(name):
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
         feats = model.forward_features(x)
-        assert feats.shape == (1, model.num_features, 3, 3)  # ceil(96/32), ceil(80/32)
+        stride = model.feature_info[-1]["reduction"]  # 32 (ImageNet layout), 4 (CIFAR layout)
+        assert feats.shape == (1, model.num_features, -(-96 // stride), -(-80 // stride))
         assert model(x).shape == (1, 5)
         model.reset_classifier(0)
         assert model(x).shape == (1, model.num_features)  # pooled features
@@ -95,11 +87,12 @@ def test_model_conventions(name):
 def test_features_only(name):
     model = timm.create_model(name, features_only=True).eval()
     info = model.feature_info
-    assert info.reduction() == [2, 4, 8, 16, 32]
+    layout = rescalenet.model_info(name).layout
+    assert info.reduction() == {"imagenet": [2, 4, 8, 16, 32], "cifar": [1, 1, 2, 4]}[layout]
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         outs = model(x)
-    assert len(outs) == 5
+    assert len(outs) == len(info.reduction())
     for o, ch, red in zip(outs, info.channels(), info.reduction()):
         assert o.shape == (1, ch, 64 // red, 96 // red)
 
@@ -110,7 +103,7 @@ def test_features_equal_the_core_stage_outputs(name):
     feat = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))
     assert feat.feature_info.reduction() == [4, 8, 16, 32]
     core = rescalenet.create_model(name, out_indices=(0, 1, 2, 3))
-    _calibrate(core)
+    calibrate_on_noise(core)
     missing, unexpected = feat.load_state_dict(core.state_dict(), strict=False)
     assert not missing
     getter = timm.create_model(name, features_only=True, out_indices=(1, 3), feature_cls="getter")
@@ -131,7 +124,7 @@ def test_features_equal_the_core_stage_outputs(name):
 
 
 def test_channels_last_and_grad_checkpointing():
-    model = _calibrate(timm.create_model("rescalenet18", num_classes=4))
+    model = calibrate_on_noise(timm.create_model("rescalenet18", num_classes=4))
     x = torch.randn(2, 3, 64, 64)
     model.eval()
     with torch.no_grad():
@@ -155,7 +148,7 @@ def test_channels_last_and_grad_checkpointing():
 def test_pretrained_from_a_core_checkpoint(tmp_path):
     """pretrained=True with a local file saved from the core model: weights and the
     AddBias calibration load; a different num_classes drops only the classifier."""
-    core = _calibrate(rescalenet.rescalenet18(num_classes=1000)).eval()
+    core = calibrate_on_noise(rescalenet.rescalenet18(num_classes=1000)).eval()
     path = tmp_path / "rescalenet18.pth"
     torch.save(core.state_dict(), path)
     model = timm.create_model("rescalenet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
@@ -179,7 +172,7 @@ def test_pretrained_from_a_core_checkpoint(tmp_path):
 
 
 def test_save_and_load_through_timm_helpers(tmp_path):
-    model = _calibrate(timm.create_model("rescalenet18", num_classes=4)).eval()
+    model = calibrate_on_noise(timm.create_model("rescalenet18", num_classes=4)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)

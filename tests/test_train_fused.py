@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import rescalenet
-from rescalenet.resnet import downsample_pool, shifted_conv
+from rescalenet.fast.shifted_conv import downsample_pool, shifted_conv
 
 
 def _grads(model, x, fused, seed=3):

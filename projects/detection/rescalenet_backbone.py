@@ -24,6 +24,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 from mmdet.registry import MODELS
 from rescalenet import ARCH_SETTINGS, RescaleNet
+from rescalenet.checkpoint import drop_head, extract_state_dict
 
 __all__ = ["RescaleNetBackbone", "backbone_state_dict"]
 
@@ -47,34 +48,20 @@ RESNET_ONLY_KEYS = (
     "base_channels",
     "pretrained",
 )
-# Keys of a classification checkpoint that a feature extractor has no module for.
-HEAD_PREFIXES = ("fc.", "final_addbias.")
-
-
 def _pretrained_cfgs(init_cfg: Union[dict, List[dict], None]) -> List[dict]:
     cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg or [])
     return [c for c in cfgs if c.get("type") == "Pretrained"]
 
 
 def backbone_state_dict(checkpoint: Any, prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """The backbone's weights from a loaded checkpoint.
-
-    Accepts a bare state dict or one under ``state_dict`` (MMEngine) or ``model``
-    (the classification trainer); strips a ``module.`` (DistributedDataParallel)
-    prefix; with ``prefix`` (e.g. ``'backbone.'`` for a detector checkpoint) keeps
-    only the keys under it; drops the classifier head (``fc``, ``final_addbias``).
-    """
+    """The backbone's weights from a loaded checkpoint: the core's checkpoint reader
+    (:func:`rescalenet.checkpoint.extract_state_dict`: a bare state dict or one under
+    ``state_dict`` / ``model`` / ``net``, ``module.`` prefixes, the official code's names;
+    BatchNorm ResNets refused), keeping only the keys under ``prefix`` (e.g.
+    ``'backbone.'`` for a detector checkpoint) and dropping the classifier head."""
     if not isinstance(checkpoint, dict):
         raise TypeError(f"expected a checkpoint dict, got {type(checkpoint).__name__}")
-    state = checkpoint
-    for key in ("state_dict", "model"):
-        if isinstance(checkpoint.get(key), dict):
-            state = checkpoint[key]
-            break
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+    return drop_head(extract_state_dict(checkpoint, prefix=prefix))
 
 
 @MODELS.register_module()

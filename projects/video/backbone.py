@@ -24,23 +24,21 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor
 
 from mmaction.registry import MODELS
+from rescalenet.checkpoint import extract_state_dict as read_state_dict
 from rescalenet.resnet3d import RescaleNet3d
 
 __all__ = ["RescaleResNet3d", "RescaleResNet3dSlowOnly", "extract_state_dict"]
 
 
 def extract_state_dict(checkpoint: Dict) -> Dict[str, Tensor]:
-    """The backbone weights inside a checkpoint file: a plain state_dict, an MMEngine
-    checkpoint (``state_dict``), a timm-style one (``model``) or the official RescaleNet
-    code's ``{'net': ...}``. When keys carry a ``backbone.`` prefix (a checkpoint of a
-    whole MMEngine model, e.g. a recognizer) only those are kept, prefix removed."""
-    for key in ("state_dict", "model", "net"):
-        if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
-            checkpoint = checkpoint[key]
-            break
-    if any(k.startswith("backbone.") for k in checkpoint):
-        checkpoint = {k[len("backbone."):]: v for k, v in checkpoint.items() if k.startswith("backbone.")}
-    return checkpoint
+    """The backbone weights inside a checkpoint file, read by the core's checkpoint
+    reader (:func:`rescalenet.checkpoint.extract_state_dict`: a plain state_dict, an
+    MMEngine checkpoint (``state_dict``), a timm-style one (``model``) or the official
+    RescaleNet code's ``{'net': ...}``). When keys carry a ``backbone.`` prefix (a
+    checkpoint of a whole MMEngine model, e.g. a recognizer) only those are kept,
+    prefix removed: MMAction2's convention for ``pretrained``."""
+    state = read_state_dict(checkpoint)
+    return read_state_dict(state, prefix="backbone.") if any(k.startswith("backbone.") for k in state) else state
 
 
 @MODELS.register_module()

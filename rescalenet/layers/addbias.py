@@ -1,30 +1,34 @@
-"""Building blocks of RescaleNet: the bias reparameterization (``AddBias``) and the
-rescaled residual sum (``RescaledResidual``).
+"""The bias reparameterization of RescaleNet: ``AddBias`` and its calibration.
 
 Paper: Shao et al., "Is normalization indispensable for training deep neural
-network?", NeurIPS 2020, sections 4.2-4.4. Equation numbers below refer to
-``docs/method.md``.
+network?", NeurIPS 2020, section 4.4 (``docs/method.md`` section 1.5).
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "AddBias",
-    "RescaledResidual",
     "calibrate",
     "is_calibrated",
     "reset_calibration",
-    "MULTIPLIERS",
+    "checkpoint_without_recalibration",
     "LAYOUTS",
 ]
 
 LAYOUTS = ("channels_first", "TBC", "BTC")
-MULTIPLIERS = ("scalar", "vector", "none")
+
+# What each AddBias that calibrated inside a checkpointed forward used, for the
+# recompute of that forward in the backward pass (see checkpoint_without_recalibration).
+_checkpointing = threading.local()
 
 
 class AddBias(nn.Module):
@@ -41,19 +45,25 @@ class AddBias(nn.Module):
 
     * nothing is updated in eval mode: like BatchNorm's running statistics the
       module's train/eval mode decides, so a sanity check, a validation pass or a
-      ``torchinfo.summary`` before training cannot consume the calibration;
+      ``torchinfo.summary`` before training cannot consume the calibration (an eval
+      pass before calibration warns once: it runs with ``mu = 0``);
     * under ``torch.distributed`` the batch sums and counts are all-reduced, so
       ``mu`` is the mean over the global batch and identical on every rank (DDP
       wrappers such as MMEngine's do not broadcast buffers);
     * ``count`` and ``init_mean`` are buffers, so a model restored from a
-      checkpoint is calibrated and never recalibrates.
+      checkpoint is calibrated and never recalibrates, however its buffers were
+      written (``load_state_dict``, an EMA or SWA copy, ``copy_``);
+    * the recompute of a gradient-checkpointed forward never updates ``mu`` and
+      uses exactly what the forward used (:func:`checkpoint_without_recalibration`).
 
     Args:
         num_features: number of channels ``C``.
         layout: ``'channels_first'`` for ``(N, C)``, ``(N, C, H, W)`` and
             ``(N, C, T, H, W)`` tensors; ``'TBC'`` or ``'BTC'`` for sequences with
             channels last (fairseq uses ``TBC``).
-        calibration_steps: number of training-mode passes averaged into ``mu``.
+        calibration_steps: number of training-mode passes averaged into ``mu`` (0: ``mu``
+            stays 0 and ``b`` enters undamped from the start, the ablation without the
+            reparameterization's mean subtraction).
         warmup_scale: factor on ``b`` while calibrating.
         sync: all-reduce the batch statistics when ``torch.distributed`` is
             initialised with more than one process.
@@ -61,6 +71,11 @@ class AddBias(nn.Module):
     ``forward(x, padding_mask=None)``: for sequence layouts ``padding_mask`` is a
     ``(B, T)`` bool tensor, ``True`` at padded positions (the PyTorch and fairseq
     convention); padded positions are left out of the means.
+
+    For ``torch.fx`` tracing AddBias is a leaf module (its calibration is state, not
+    graph): timm's tracer knows it once :mod:`rescalenet.timm` is imported; pass
+    ``tracer_kwargs={'leaf_modules': [rescalenet.AddBias]}`` to torchvision's
+    ``create_feature_extractor``.
     """
 
     def __init__(
@@ -77,8 +92,9 @@ class AddBias(nn.Module):
             raise ValueError(f"AddBias layout must be one of {LAYOUTS}, got {layout!r}")
         if num_features < 1:
             raise ValueError(f"AddBias needs num_features >= 1, got {num_features}")
-        if calibration_steps < 1:
-            raise ValueError(f"calibration_steps must be >= 1, got {calibration_steps}")
+        if isinstance(calibration_steps, bool) or not isinstance(calibration_steps, int) or calibration_steps < 0:
+            raise ValueError(f"calibration_steps must be an integer >= 0 (0: no mean subtraction, an "
+                             f"ablation), got {calibration_steps!r}")
         self.num_features = num_features
         self.layout = layout
         self.calibration_steps = calibration_steps
@@ -87,25 +103,50 @@ class AddBias(nn.Module):
         self._bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("init_mean", torch.zeros(num_features))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
-        # Python-side copy of ``count >= calibration_steps``: reading the tensor on
-        # every step would force a device synchronisation.
-        self._calibrated = False
+        self._calibrated_cache: Tuple[Optional[Tensor], int, int, bool] = (None, -1, -1, False)
+        self._warned_uncalibrated_eval = False
 
     @property
     def calibrated(self) -> bool:
-        return self._calibrated
+        """``count >= calibration_steps``, read from the buffer whenever it may have
+        changed: the answer is cached against the buffer's identity and its version
+        counter (bumped by every in-place write: ``load_state_dict``, ``copy_``, EMA /
+        SWA updates), so the hot path does not read a device tensor at every step.
+        While ``torch.compile`` / ``torch.export`` trace (the buffer is symbolic then)
+        the answer of the last eager read is used; ``train()`` / ``eval()`` refresh it."""
+        if torch.compiler.is_compiling():
+            return self._calibrated_cache[3]
+        count = self.count
+        if count.is_inference():  # inference tensors keep no version counter
+            return int(count) >= self.calibration_steps
+        tensor, version, steps, value = self._calibrated_cache
+        if tensor is not count or version != count._version or steps != self.calibration_steps:
+            value = int(count) >= self.calibration_steps
+            self._calibrated_cache = (count, count._version, self.calibration_steps, value)
+        return value
+
+    def train(self, mode: bool = True) -> "AddBias":
+        super().train(mode)
+        self.calibrated  # refresh the cached answer for traced (compiled, exported) forwards
+        return self
+
+    def is_constant_shift(self) -> bool:
+        """True when ``forward`` adds exactly :meth:`shift` and updates nothing: calibrated,
+        and not the recompute of a forward that still calibrated (which must replay that
+        forward, not the calibrated shift). The fast path folds only such modules."""
+        replay = getattr(_checkpointing, "replay", None)
+        return self.calibrated and (replay is None or self not in replay)
 
     def reset_calibration(self) -> None:
         """Forget ``mu``: the next ``calibration_steps`` training passes estimate it anew."""
         with torch.no_grad():
             self.init_mean.zero_()
             self.count.zero_()
-        self._calibrated = False
 
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, layout={self.layout}, "
-            f"calibration_steps={self.calibration_steps}, calibrated={self._calibrated}"
+            f"calibration_steps={self.calibration_steps}, calibrated={self.calibrated}"
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -115,13 +156,19 @@ class AddBias(nn.Module):
             if key in state_dict and state_dict[key].dim() > 1:
                 state_dict[key] = state_dict[key].reshape(-1)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._calibrated = int(self.count) >= self.calibration_steps
 
     # -- shapes ---------------------------------------------------------------
     def _channel_dim(self, x: Tensor) -> int:
         return 1 if self.layout == "channels_first" else x.dim() - 1
 
     def _check(self, x: Tensor, padding_mask: Optional[Tensor]) -> None:
+        if isinstance(x, torch.fx.Proxy):
+            raise TypeError(
+                "AddBias must be a leaf module for torch.fx tracing (its mean is calibrated "
+                "at run time): import rescalenet.timm before timm's FX feature extraction, or "
+                "pass tracer_kwargs={'leaf_modules': [rescalenet.AddBias]} to torchvision's "
+                "create_feature_extractor"
+            )
         if self.layout == "channels_first":
             if x.dim() < 2:
                 raise ValueError(
@@ -175,33 +222,68 @@ class AddBias(nn.Module):
         batch_mean = stats[:-1] / stats[-1]
         self.count += 1
         self.init_mean += (batch_mean - self.init_mean) / self.count
-        self._calibrated = int(self.count) >= self.calibration_steps
 
-    # -- folding into the next layer (used by the fused RescaleNet blocks) ---------
-    def foldable(self) -> bool:
-        """True when ``forward`` is a pure shift ``x + shift()``: no calibration update
-        would happen (calibrated, or eval mode) and no hook watches this module. A
-        caller may then add ``shift()`` inside the next layer instead of calling it."""
-        return (self._calibrated or not self.training) and not (
-            self._forward_hooks or self._forward_pre_hooks
-        )
+    # -- the shift --------------------------------------------------------------
+    def _shift_from(self, warming: bool, mean: Tensor, dtype: Optional[torch.dtype]) -> Tensor:
+        bias = self._bias if dtype is None else self._bias.to(dtype)
+        mean = mean if dtype is None else mean.to(dtype)
+        return (bias * self.warmup_scale if warming else bias) - mean
 
-    def shift(self) -> Tensor:
-        """The vector ``forward`` adds to its input right now: ``b - mu`` once calibrated,
-        ``warmup_scale * b - mu`` before (differentiable in ``b``)."""
-        if self._calibrated:
-            return self._bias - self.init_mean
-        return self._bias * self.warmup_scale - self.init_mean
+    def shift(self, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """The vector ``forward`` adds to its input when it updates nothing: ``b - mu``
+        once calibrated, ``warmup_scale * b - mu`` before (differentiable in ``b``;
+        computed in ``dtype`` when given). The one definition that the fused forward
+        and :func:`rescalenet.fold_for_inference` use."""
+        return self._shift_from(not self.calibrated, self.init_mean, dtype)
+
+    def _forward_shift(self, x: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        replay = getattr(_checkpointing, "replay", None)
+        if replay is not None and self in replay:  # a checkpoint recompute: what the forward used
+            return self._shift_from(True, replay[self], None)
+        if self.calibrated:
+            return self._shift_from(False, self.init_mean, None)
+        if self.training:
+            self._update_mean(x, padding_mask)
+            record = getattr(_checkpointing, "record", None)
+            if record is not None:
+                record[self] = self.init_mean.clone()
+        elif not self._warned_uncalibrated_eval:
+            self._warned_uncalibrated_eval = True
+            warnings.warn(
+                "AddBias: an eval-mode forward before calibration adds 0.01 * b - mu with mu = 0 "
+                "(the means are estimated by the first training-mode passes): train, load a "
+                "checkpoint, or call rescalenet.calibrate(model, batches) first",
+                UserWarning, stacklevel=3,
+            )
+        return self._shift_from(True, self.init_mean, None)
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         self._check(x, padding_mask)
-        if not self._calibrated:
-            if self.training:
-                self._update_mean(x, padding_mask)
-            bias = self._bias * self.warmup_scale - self.init_mean
-        else:
-            bias = self._bias - self.init_mean
-        return x + self._broadcast(bias.to(x.dtype), x)
+        return x + self._broadcast(self._forward_shift(x, padding_mask).to(x.dtype), x)
+
+
+@contextmanager
+def _set_checkpoint_state(name: str, value: Optional[Dict["AddBias", Tensor]]) -> Iterator[None]:
+    previous = getattr(_checkpointing, name, None)
+    setattr(_checkpointing, name, value)
+    try:
+        yield
+    finally:
+        setattr(_checkpointing, name, previous)
+
+
+def checkpoint_without_recalibration(module: nn.Module, x: Tensor) -> Tensor:
+    """``torch.utils.checkpoint`` of ``module(x)`` (non-reentrant) that keeps AddBias
+    calibration exact: the backward's recompute of the forward never updates a mean
+    and uses exactly the mean and the warm-up scale that the forward used (recorded
+    per call). A plain checkpoint would feed every batch twice into the means and
+    recompute the step that ends calibration with a different shift."""
+    used: Dict[AddBias, Tensor] = {}
+
+    def contexts():
+        return _set_checkpoint_state("record", used), _set_checkpoint_state("replay", used)
+
+    return checkpoint(module, x, use_reentrant=False, context_fn=contexts)
 
 
 def is_calibrated(model: nn.Module) -> bool:
@@ -247,67 +329,3 @@ def calibrate(model: nn.Module, batches: Iterable, forward=None) -> int:
             "training-mode passes (modules kept in eval mode, e.g. frozen stages, never calibrate)"
         )
     return steps
-
-
-class RescaledResidual(nn.Module):
-    """``out = alpha_k * shortcut + (m_k / sqrt(L)) * branch`` (sections 4.2-4.3).
-
-    ``alpha_k = sqrt(k / (k + 1))`` (``shortcut_scale``) and the constant
-    ``1 / sqrt(L)`` (``residual_scale``) come from :mod:`rescalenet.rescale`; the
-    block-dependent rest of ``beta_k`` lives in the branch's initial weights, so at
-    init the branch reaches the sum with weight ``1 / sqrt(k + 1)`` and
-    ``alpha_k ** 2 + beta_k ** 2 = 1``. ``m_k`` is the learnable multiplier:
-
-    * ``'scalar'`` (default): one parameter ``_scale``, init 1;
-    * ``'vector'``: one per channel (``channels`` required);
-    * ``'none'``: fixed at 1.
-
-    ``channel_dim`` is where the channels are in the branch tensor (1 for
-    convolutional maps, -1 for sequences).
-    """
-
-    def __init__(
-        self,
-        shortcut_scale: float,
-        residual_scale: float,
-        multiplier: str = "scalar",
-        channels: Optional[int] = None,
-        channel_dim: int = 1,
-    ) -> None:
-        super().__init__()
-        if multiplier not in MULTIPLIERS:
-            raise ValueError(f"multiplier must be one of {MULTIPLIERS}, got {multiplier!r}")
-        if multiplier == "vector" and not channels:
-            raise ValueError("multiplier='vector' needs the number of channels")
-        self.shortcut_scale = float(shortcut_scale)
-        self.residual_scale = float(residual_scale)
-        self.multiplier = multiplier
-        self.channel_dim = channel_dim
-        if multiplier == "none":
-            self.register_parameter("_scale", None)
-        else:
-            self._scale = nn.Parameter(torch.ones(channels if multiplier == "vector" else 1))
-
-    def extra_repr(self) -> str:
-        return (
-            f"shortcut_scale={self.shortcut_scale:.4f}, residual_scale={self.residual_scale:.4f}, "
-            f"multiplier={self.multiplier}"
-        )
-
-    def branch_weight(self) -> Tensor:
-        """The current factor on the branch, ``m_k / sqrt(L)`` (broadcastable)."""
-        if self._scale is None:
-            return torch.tensor(self.residual_scale)
-        return self._scale * self.residual_scale
-
-    def forward(self, shortcut: Tensor, branch: Tensor) -> Tensor:
-        if self._scale is None:
-            weighted = branch * self.residual_scale
-        else:
-            scale = self._scale * self.residual_scale
-            if self.multiplier == "vector" and self.channel_dim != -1 and branch.dim() > 2:
-                scale = scale.view((1, -1) + (1,) * (branch.dim() - 2))
-            weighted = branch * scale.to(branch.dtype)
-        # One fused kernel for the shortcut's scale and the sum.
-        return torch.add(weighted, shortcut, alpha=self.shortcut_scale)
-

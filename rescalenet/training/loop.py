@@ -1,0 +1,163 @@
+"""One training epoch and one evaluation pass of the harness, with their progress
+display and logs (``log.csv``, TensorBoard)."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import Dist, all_reduce_sum
+
+__all__ = ["Progress", "Logger", "mixup_batch", "train_one_epoch", "evaluate"]
+
+
+class Progress:
+    """tqdm bar when available (and wanted), plain lines every ``freq`` steps otherwise."""
+
+    def __init__(self, total: int, desc: str, mode: str, freq: int, enabled: bool):
+        self.total, self.desc, self.freq, self.enabled = total, desc, max(1, freq), enabled
+        self.bar = None
+        self.n = 0
+        if enabled and mode in ("auto", "tqdm"):
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                if mode == "tqdm":
+                    print("tqdm is not installed: plain progress lines", flush=True)
+            else:
+                if mode == "tqdm" or sys.stderr.isatty():
+                    self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True)
+
+    def update(self, **metrics) -> None:
+        self.n += 1
+        if not self.enabled:
+            return
+        text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif self.n % self.freq == 0 or self.n == self.total:
+            print(f"{self.desc} [{self.n}/{self.total}] {text}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Logger:
+    """CSV rows (``log.csv``) and TensorBoard scalars (``tb/``, when installed)."""
+
+    FIELDS = ["epoch", "lr", "train_loss", "train_acc1", "val_loss", "val_acc1", "val_acc5",
+              "epoch_time_s", "train_images_per_s"]
+
+    def __init__(self, output: str, enabled: bool, tensorboard: bool):
+        self.enabled = enabled
+        self.path = os.path.join(output, "log.csv")
+        self.tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("tensorboard is not installed: logging to log.csv only", flush=True)
+            else:
+                self.tb = SummaryWriter(os.path.join(output, "tb"))
+
+    def log(self, row: Dict) -> None:
+        if not self.enabled:
+            return
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# -- train / evaluate -------------------------------------------------------------
+def mixup_batch(x, y, alpha: float):
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device)
+    return lam * x + (1 - lam) * x[perm], y[perm], lam
+
+
+def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, device, epoch, autocast):
+    model.train()
+    steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
+    prog = Progress(steps, f"epoch {epoch + 1}", args.progress, args.print_freq, d.main)
+    loss_sum, correct, seen = 0.0, 0.0, 0
+    t0 = time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        if i >= steps:
+            break
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lr_ratio = schedule.step()
+        with autocast():
+            if args.mixup > 0:
+                xm, y2, lam = mixup_batch(x, y, args.mixup)
+                out = model(xm)
+                loss = lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y2)
+            else:
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        n = x.shape[0]
+        loss_sum += loss.item() * n
+        correct += (out.argmax(1) == y).sum().item()
+        seen += n
+        prog.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+    prog.close()
+    elapsed = time.perf_counter() - t0
+    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d, device)
+    return dict(train_loss=loss_sum / seen, train_acc1=100.0 * correct / seen, epoch_time_s=elapsed,
+                train_images_per_s=seen / elapsed, lr=optimizer.param_groups[0]["lr"], lr_ratio=lr_ratio)
+
+
+@torch.no_grad()
+def evaluate(model, loader, args, d: Dist, device, autocast) -> Dict[str, float]:
+    model.eval()
+    loss_sum, c1, c5, seen = 0.0, 0.0, 0.0, 0
+    limit = getattr(args, "limit_eval_batches", 0)
+    for i, (x, y) in enumerate(loader):
+        if limit and i >= limit:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            out = model(x)
+        out = out.float()
+        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+        top = out.topk(min(5, out.shape[1]), dim=1).indices
+        c1 += (top[:, 0] == y).sum().item()
+        c5 += (top == y[:, None]).any(1).sum().item()
+        seen += y.shape[0]
+    loss_sum, c1, c5, seen = all_reduce_sum([loss_sum, c1, c5, seen], d, device)
+    return dict(val_loss=loss_sum / seen, val_acc1=100.0 * c1 / seen, val_acc5=100.0 * c5 / seen)
+
+
