@@ -32,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from . import MODEL_BUILDERS, calibrate, create_model, reset_calibration
-from .baselines import create_baseline
+from .baselines import accepts, create_baseline, is_baseline
 from .layers import AddBias
 from .blocks import RescaleBlock
 from .resnet import RescaleNet
+from .training import load_training_checkpoint
 
 
 def _stages(model: nn.Module) -> List[nn.Sequential]:
@@ -117,22 +118,27 @@ def dead_relu_fraction(model: nn.Module, x: Tensor) -> float:
     return dead[0] / max(total[0], 1)
 
 
-def _baseline_name(model: RescaleNet) -> Optional[str]:
-    depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34 if model.block.__name__ == "BasicBlock" else 50,
-             (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}.get(tuple(model.layers))
-    return None if depth is None or model.groups != 1 else f"resnet{depth}"
+def _baseline_name(arch: str) -> Optional[str]:
+    """The BN baseline of the same layout (``rescalenet18`` -> ``resnet18``,
+    ``rescalenet_cifar20`` -> ``resnet_cifar20``), if one is registered."""
+    name = arch.replace("rescalenet", "resnet", 1)
+    return name if is_baseline(name) and is_baseline("plain_" + name) else None
 
 
-def load_images(data: Optional[str], n: int, size: int, seed: int = 0) -> Tensor:
+def load_images(data: Optional[str], n: int, size: int, seed: int = 0,
+                train_args: Optional[Dict] = None) -> Tensor:
+    """``n`` images of ``data``'s ``val/`` split (the whole folder if it has none), with the
+    eval transform of the run that wrote the checkpoint (``train_args``: its ``args``:
+    image size, channels, mean and std), else an ImageNet-style one at ``size``; without
+    ``data``, the generated shapes of :mod:`rescalenet.data`."""
     if data:
-        from torchvision import datasets, transforms
+        from .training import image_folder, image_transform
 
-        from .train import IMAGENET_MEAN, IMAGENET_STD
-
-        tf = transforms.Compose([transforms.Resize(int(size / 0.875)), transforms.CenterCrop(size),
-                                 transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        a = train_args or {}
+        tf = image_transform(False, a.get("img_size", size), val_resize=a.get("val_resize"),
+                             in_chans=a.get("in_chans", 3), mean=a.get("mean"), std=a.get("std"))
         folder = os.path.join(data, "val") if os.path.isdir(os.path.join(data, "val")) else data
-        ds = datasets.ImageFolder(folder, tf)
+        ds = image_folder(folder, tf, "--data")
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(ds), generator=g)[:n].tolist()
         return torch.stack([ds[i][0] for i in idx])
@@ -149,16 +155,18 @@ def run(args) -> Dict:
 
     os.makedirs(args.output, exist_ok=True)
     torch.manual_seed(args.seed)
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True) if args.checkpoint else None
+    ckpt = load_training_checkpoint(args.checkpoint) if args.checkpoint else None
     arch = ckpt["arch"] if ckpt else args.arch
     if arch not in MODEL_BUILDERS:
         raise SystemExit(f"rescalenet.diagnostics: error: {arch!r} is not a RescaleNet ({sorted(MODEL_BUILDERS)})")
     kwargs = dict(ckpt.get("model_kwargs", {})) if ckpt else {}
     kwargs.setdefault("num_classes", 10)
+    train_args = ckpt.get("args", {}) if ckpt else {}
+    in_chans = kwargs.get("in_chans", 3)
     n_calib = max(args.calib_batches)
     # an evaluation batch, then a pool for the calibrations (8 batches for the fresh model)
     pool_size = max(8 * args.batch, max(args.calib_sizes) * n_calib)
-    x_all = load_images(args.data, args.batch + pool_size, args.size, args.seed)
+    x_all = load_images(args.data, args.batch + pool_size, args.size, args.seed, train_args)
     x = x_all[: args.batch]  # evaluation batch
     pool = x_all[args.batch:]
 
@@ -168,12 +176,14 @@ def run(args) -> Dict:
     results: Dict = {"arch": arch, "checkpoint": args.checkpoint, "images": args.data or "generated shapes",
                      "size": args.size, "batch": args.batch}
     curves = {"RescaleNet (init)": block_variances(fresh, x)}
-    base = _baseline_name(fresh)
+    base = _baseline_name(arch)
     if base:
-        plain = create_baseline("plain_" + base, num_classes=kwargs["num_classes"]).eval()
-        curves["plain residual, no norm (init)"] = block_variances(plain, x)
-        bn = create_baseline(base, num_classes=kwargs["num_classes"]).train()  # batch statistics
-        curves["BatchNorm ResNet (init)"] = block_variances(bn, x)
+        extra = dict(in_chans=in_chans) if accepts(base, "in_chans") else {}
+        if in_chans == 3 or extra:
+            plain = create_baseline("plain_" + base, num_classes=kwargs["num_classes"], **extra).eval()
+            curves["plain residual, no norm (init)"] = block_variances(plain, x)
+            bn = create_baseline(base, num_classes=kwargs["num_classes"], **extra).train()  # batch statistics
+            curves["BatchNorm ResNet (init)"] = block_variances(bn, x)
     trained = None
     if ckpt:
         trained = create_model(arch, **kwargs)
@@ -219,7 +229,7 @@ def run(args) -> Dict:
             reset_calibration(model)
             for m in model.modules():
                 if isinstance(m, AddBias):
-                    m.calibration_steps = max(nb, 1)
+                    m.calibration_steps = nb  # 0: no mean subtraction
             if nb:
                 calibrate(model, [pool[i * bs:(i + 1) * bs] for i in range(nb)])
             row.append(dead_relu_fraction(model, x))
@@ -228,20 +238,31 @@ def run(args) -> Dict:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, v in dead.items():
         ax.plot([0] + list(args.calib_batches), v, marker="o", label=f"calibration {name}")
+    if trained is not None:
+        results["dead_relu"]["trained"] = dead_relu_fraction(trained, x)
+        ax.axhline(results["dead_relu"]["trained"], color="k", ls="--", lw=1, label="the trained model")
     ax.set_xlabel("calibration batches (0: no mean subtraction)")
     ax.set_ylabel("dead ReLU channels (fraction)")
-    ax.set_title(f"{arch} at init: dead ReLUs vs AddBias calibration")
+    ax.set_title(f"{arch}: dead ReLUs at init vs AddBias calibration")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(args.output, "dead_relu.png"), dpi=120)
     plt.close(fig)
 
     src = trained if trained is not None else fresh
-    mults = [b.rescale._scale.detach().float().mean().item() if b.rescale._scale is not None else 1.0
-             for b in _blocks(src)]
-    results["multipliers"] = mults
+    # per block: m_k (scalar), or the mean and range over channels (vector)
+    stats = []
+    for b in _blocks(src):
+        v = b.rescale._scale.detach().float() if b.rescale._scale is not None else torch.ones(1)
+        stats.append((v.mean().item(), v.min().item(), v.max().item()))
+    results["multipliers"] = [m for m, _, _ in stats]
+    results["multiplier_range"] = [[lo, hi] for _, lo, hi in stats]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(range(1, len(mults) + 1), mults)
+    blocks_x = range(1, len(stats) + 1)
+    ax.bar(blocks_x, [m for m, _, _ in stats])
+    if src.multiplier == "vector":
+        ax.errorbar(blocks_x, [m for m, _, _ in stats], yerr=[[m - lo for m, lo, _ in stats],
+                    [hi - m for m, _, hi in stats]], fmt="none", ecolor="k", lw=1, label="min-max over channels")
     ax.axhline(1.0, color="k", ls="--", lw=1, label="init")
     ax.set_xlabel("residual block")
     ax.set_ylabel("m_k" + (" (mean over channels)" if src.multiplier == "vector" else ""))
@@ -260,7 +281,8 @@ def main(argv=None) -> Dict:
     p = argparse.ArgumentParser(prog="python -m rescalenet.diagnostics", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="", help="a checkpoint written by rescalenet.train")
     p.add_argument("--arch", default="rescalenet50", help="for a fresh model (ignored with --checkpoint)")
-    p.add_argument("--data", default="", help="ImageFolder root (its val/ split); default: generated shapes")
+    p.add_argument("--data", default="", help="ImageFolder root (its val/ split; with --checkpoint read with the "
+                   "checkpoint's image size, channels, mean and std); default: generated shapes")
     p.add_argument("--output", default="diagnostics")
     p.add_argument("--size", type=int, default=64, help="image resolution")
     p.add_argument("--batch", type=int, default=16, help="evaluation batch size")

@@ -23,8 +23,9 @@ top-1) are loadable with ``torch.load(path, weights_only=True)``; their layout i
 ``rescalenet.create_model(arch, **model_kwargs)`` and, with ``strict=False`` (no head),
 into the detection and video backbones.
 
-Logs: ``OUTPUT/log.csv`` (one row per epoch), TensorBoard events in ``OUTPUT/tb`` and, at
-the end, ``OUTPUT/result.json`` (final validation and test metrics, images/s).
+Logs: ``OUTPUT/log.csv`` (one row per epoch), ``OUTPUT/curve.csv`` (validation against
+training steps: every epoch, and every ``--val-every-steps``), TensorBoard events in
+``OUTPUT/tb`` and, at the end, ``OUTPUT/result.json`` (final validation and test metrics, images/s).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from .registry import create_model
 from .resnet import SHORTCUT_POOLS
 from .training import (
     TRAIN_AUGMENTATIONS,
+    CurveLog,
     Dist,
     Logger,
     WarmupSchedule,
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="", help="initial model weights (a checkpoint written by this script)")
     p.add_argument("--limit-train-batches", type=int, default=0, help="cap the steps per epoch (0: all)")
     p.add_argument("--limit-eval-batches", type=int, default=0, help="cap the validation / test batches (0: all)")
+    p.add_argument("--val-every-steps", type=int, default=0,
+                   help="also validate every N training steps (a learning curve in OUTPUT/curve.csv; 0: per epoch only)")
     p.add_argument("--print-freq", type=int, default=50)
     p.add_argument("--progress", choices=["auto", "tqdm", "plain"], default="auto",
                    help="progress display: tqdm bar (auto when installed and on a terminal) or plain lines")
@@ -330,6 +334,14 @@ def _run(args, d: Dist, device) -> Result:
         return Result(model, metrics["val_acc1"], metrics, start_epoch)
 
     logger = Logger(args.output, d.main, not args.no_tensorboard)
+    curve = CurveLog(os.path.join(args.output, "curve.csv"), steps, d.main)
+
+    def validate_every(epoch: int):
+        def after_step(i: int) -> None:
+            if args.val_every_steps and (i + 1) % args.val_every_steps == 0 and i + 1 < steps:
+                curve.log(epoch, i + 1, evaluate(net, val_loader, args, d, device, autocast))
+        return after_step if val_loader is not None and args.val_every_steps else None
+
     has_addbias = any(isinstance(m, AddBias) for m in model.modules())
     was_calibrated = is_calibrated(model) if has_addbias else True
     last: Dict = {}
@@ -337,13 +349,15 @@ def _run(args, d: Dist, device) -> Result:
         for epoch in range(start_epoch, total_epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            metrics = train_one_epoch(net, loader, optimizer, schedule, scaler, args, d, device, epoch, autocast)
+            metrics = train_one_epoch(net, loader, optimizer, schedule, scaler, args, d, device, epoch, autocast,
+                                      validate_every(epoch))
             if has_addbias and not was_calibrated and is_calibrated(model):
                 was_calibrated = True
                 if d.main:
                     print("AddBias means calibrated on the first training batches", flush=True)
             if val_loader is not None:
                 metrics.update(evaluate(net, val_loader, args, d, device, autocast))
+                curve.log(epoch, steps, metrics)
             metrics["epoch"] = epoch + 1
             last = metrics
             acc = metrics.get("val_acc1", metrics["train_acc1"])

@@ -3,11 +3,11 @@ image-folder data, the epoch loop, the process group and checkpoint I/O."""
 from .checkpoint_io import load_training_checkpoint, save_checkpoint
 from .data import IMAGENET_MEAN, IMAGENET_STD, TRAIN_AUGMENTATIONS, build_loaders, image_folder, image_transform
 from .distributed import Dist, all_reduce_sum, init_distributed
-from .loop import Logger, Progress, evaluate, mixup_batch, train_one_epoch
+from .loop import CurveLog, Logger, Progress, evaluate, mixup_batch, train_one_epoch
 from .schedule import WarmupSchedule
 
 __all__ = [
     "WarmupSchedule", "Dist", "init_distributed", "all_reduce_sum", "image_transform", "image_folder",
-    "build_loaders", "IMAGENET_MEAN", "IMAGENET_STD", "TRAIN_AUGMENTATIONS", "Progress", "Logger",
+    "build_loaders", "IMAGENET_MEAN", "IMAGENET_STD", "TRAIN_AUGMENTATIONS", "Progress", "Logger", "CurveLog",
     "mixup_batch", "train_one_epoch", "evaluate", "save_checkpoint", "load_training_checkpoint",
 ]

@@ -6,14 +6,14 @@ import csv
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .distributed import Dist, all_reduce_sum
 
-__all__ = ["Progress", "Logger", "mixup_batch", "train_one_epoch", "evaluate"]
+__all__ = ["Progress", "Logger", "CurveLog", "mixup_batch", "train_one_epoch", "evaluate"]
 
 
 class Progress:
@@ -87,6 +87,26 @@ class Logger:
             self.tb.close()
 
 
+class CurveLog:
+    """``curve.csv``: validation metrics against the training step, for learning curves."""
+
+    FIELDS = ["epoch", "step", "val_loss", "val_acc1"]
+
+    def __init__(self, path: str, steps_per_epoch: int, enabled: bool):
+        self.path, self.steps, self.enabled = path, steps_per_epoch, enabled
+
+    def log(self, epoch: int, step: int, metrics: Dict) -> None:
+        if not self.enabled:
+            return
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow(dict(epoch=epoch + 1, step=epoch * self.steps + step,
+                            val_loss=metrics["val_loss"], val_acc1=metrics["val_acc1"]))
+
+
 # -- train / evaluate -------------------------------------------------------------
 def mixup_batch(x, y, alpha: float):
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
@@ -94,12 +114,16 @@ def mixup_batch(x, y, alpha: float):
     return lam * x + (1 - lam) * x[perm], y[perm], lam
 
 
-def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, device, epoch, autocast):
+def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, device, epoch, autocast,
+                    after_step: Optional[Callable[[int], None]] = None):
+    """One epoch; ``after_step(i)`` is called after the ``i``-th optimizer step (0-based)
+    and may evaluate (the time it takes is not counted in the epoch's images/s)."""
     model.train()
     steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
     prog = Progress(steps, f"epoch {epoch + 1}", args.progress, args.print_freq, d.main)
     loss_sum, correct, seen = 0.0, 0.0, 0
     t0 = time.perf_counter()
+    paused = 0.0
     for i, (x, y) in enumerate(loader):
         if i >= steps:
             break
@@ -131,8 +155,13 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
         correct += (out.argmax(1) == y).sum().item()
         seen += n
         prog.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        if after_step is not None:
+            t = time.perf_counter()
+            after_step(i)
+            model.train()
+            paused += time.perf_counter() - t
     prog.close()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - paused
     loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d, device)
     return dict(train_loss=loss_sum / seen, train_acc1=100.0 * correct / seen, epoch_time_s=elapsed,
                 train_images_per_s=seen / elapsed, lr=optimizer.param_groups[0]["lr"], lr_ratio=lr_ratio)

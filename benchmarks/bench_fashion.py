@@ -1,0 +1,352 @@
+"""Classification on real data: RescaleNet against BatchNorm, GroupNorm, Fixup, SkipInit,
+the plain net without normalization (and timm's NF-ResNet where its layout fits) on
+Fashion-MNIST, every run through ``python -m rescalenet.train``.
+
+    make data                                                   # data/fashion_mnist/{train,val,test}
+    python benchmarks/bench_fashion.py --group cifar20 --jobs 2  # lr sweep, then 3 seeds per method
+    python benchmarks/bench_fashion.py --group ablations         # RescaleNet-20 ablations (after cifar20)
+    python benchmarks/bench_fashion.py --group depth             # 20 / 110 / 1202 layers, one lr
+    python benchmarks/bench_fashion.py --group cifar20 --table   # only print what is done
+    python benchmarks/bench_fashion.py --group cifar20 --quick   # smoke run: tiny budget, own folder
+
+Fairness: every method trains with the same recipe (batch 128, SGD 0.9, weight decay
+1e-4, cosine schedule without warm-up, Dropout2d 0.03 in stage 3 on and dropout 0.3
+before the classifier for every network, as the official RescaleNet recipe gives its BN
+baseline, padded random crop + flip, 28 px greyscale for the CIFAR layout and 32 px for
+the ImageNet layout) and gets its own learning rate: a sweep of 150 steps (19,200 images)
+per lr over 0.05, 0.1, 0.2, scored on the validation split carved out of the training set
+(6,000 images; the test set is never looked at), extended by a factor 2 past either end
+(up to 4 times) while the best lr sits at the edge; then three seeds of the full budget (one epoch of the
+54,000 training images, 421 steps: what this 2-core CPU affords for six methods) at the
+chosen lr, validated every 105 steps and scored once on the test set.
+
+Every run writes its folder under ``runs/fashion/`` (``result.json`` when it finished);
+finished runs are skipped when the command is run again, so a table can be completed over
+several sittings. The table, a learning-curve PNG (validation top-1 against epoch, mean
+and min-max band over the seeds) and ``summary.json`` are written after every group.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION_MEAN, FASHION_STD = "0.286", "0.353"  # of the 60,000 training images
+
+_CIFAR_METHODS = {"RescaleNet": "rescalenet_{a}", "BN": "resnet_{a}", "GN": "gn_resnet_{a}",
+                  "Fixup": "fixup_resnet_{a}", "SkipInit": "skipinit_resnet_{a}", "plain": "plain_resnet_{a}"}
+GROUPS: Dict[str, dict] = {
+    "cifar20": dict(size=28, epochs=1, methods={k: v.format(a="cifar20") for k, v in _CIFAR_METHODS.items()}),
+    "cifar56": dict(size=28, epochs=1, methods={k: v.format(a="cifar56") for k, v in _CIFAR_METHODS.items()}),
+    "imagenet18": dict(size=32, epochs=1, methods={
+        "RescaleNet": "rescalenet18", "BN": "resnet18", "GN": "gn_resnet18", "Fixup": "fixup_resnet18",
+        "SkipInit": "skipinit_resnet18", "plain": "plain_resnet18", "NF-ResNet-26": "nf_resnet26"}),
+}
+SWEEP_LRS = (0.05, 0.1, 0.2)
+MAX_EXTENSIONS = 4  # a factor 2 each, past an edge that wins (a net that diverges gets down to lr / 16)
+SWEEP_STEPS = 150      # 19,200 images per lr, a cosine schedule over them
+VAL_EVERY = 105        # validation points per final epoch of 421 steps: the learning curve
+SEEDS = (0, 1, 2)
+# RescaleNet-20 (L = 9 blocks) ablations: name -> extra trainer flags
+ABLATIONS = {
+    "official (c = L-1 = 8, scalar m, AddBias, depth init, avg shortcut)": [],
+    "c = 0": ["--rescale-c", "0"],
+    "c = L/2 = 4": ["--rescale-c", "4"],
+    "c = 2L = 18": ["--rescale-c", "18"],
+    "vector m (per output channel)": ["--multiplier", "vector"],
+    "inner vectors (official commented-out)": ["--multiplier", "inner_vector"],
+    "no multiplier": ["--multiplier", "none"],
+    "AddBias without mean subtraction (0 calibration batches)": ["--calibration-steps", "0"],
+    "AddBias calibrated on 32 batches": ["--calibration-steps", "32"],
+    "no depth-scaled init": ["--no-depth-init"],
+    "variance-preserving downsample": ["--shortcut-pool", "avg-vp"],
+}
+DEPTH = dict(archs=("cifar20", "cifar110", "cifar1202"), methods=("RescaleNet", "plain", "Fixup", "SkipInit", "BN"),
+             lr=0.05, steps=120, batch=32)
+
+
+def recipe(size: int) -> List[str]:
+    return ["--in-chans", "1", "--mean", FASHION_MEAN, "--std", FASHION_STD, "--img-size", str(size),
+            "--val-resize", str(size), "--train-aug", "crop-flip", "--batch-size", "128", "--schedule", "cosine",
+            "--warmup-epochs", "0", "--drop-conv", "0.03", "--drop-fc", "0.3", "--workers", "0", "--threads", "1",
+            "--progress", "plain", "--print-freq", "100", "--no-tensorboard"]
+
+
+class Runner:
+    """Runs ``python -m rescalenet.train`` into a folder unless it already finished there."""
+
+    def __init__(self, data: str, out: str, jobs: int, quick: bool):
+        self.data, self.out, self.jobs, self.quick = data, out, jobs, quick
+
+    def folder(self, *parts) -> str:
+        return os.path.join(self.out, *[str(p) for p in parts])
+
+    @staticmethod
+    def result(folder: str) -> Optional[dict]:
+        path = os.path.join(folder, "result.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+        status = os.path.join(folder, "failed.json")
+        if os.path.isfile(status):
+            with open(status) as f:
+                return json.load(f)
+        return None
+
+    def run(self, folder: str, arch: str, args: Sequence[str]) -> dict:
+        done = self.result(folder)
+        if done is not None:
+            return done
+        os.makedirs(folder, exist_ok=True)
+        cmd = [sys.executable, "-m", "rescalenet.train", "--data", self.data, "--arch", arch,
+               "--output", folder, *args]
+        if self.quick:
+            cmd += ["--limit-train-batches", "20", "--limit-eval-batches", "2"]
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        start = time.time()
+        print(f"[start] {os.path.relpath(folder, self.out)}: {arch}", flush=True)
+        with open(os.path.join(folder, "stdout.log"), "w") as log:
+            log.write(" ".join(cmd) + "\n")
+            log.flush()
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wall = time.time() - start
+        res = self.result(folder)
+        if proc.returncode != 0 or res is None:
+            with open(os.path.join(folder, "stdout.log")) as f:
+                tail = f.read()[-2000:]
+            res = dict(arch=arch, failed=True, returncode=proc.returncode, wall_s=wall,
+                       reason=next((line for line in reversed(tail.splitlines()) if "Error" in line or "error" in line),
+                                   tail.splitlines()[-1] if tail else ""))
+            if "loss is" in tail:  # the trainer stops on a non-finite loss: record the divergence
+                res["diverged"] = True
+                with open(os.path.join(folder, "failed.json"), "w") as f:
+                    json.dump(res, f, indent=1)
+            print(f"[FAILED] {os.path.relpath(folder, self.out)}: {res['reason']}", flush=True)
+            return res
+        res["wall_s"] = wall
+        with open(os.path.join(folder, "result.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"[done {wall / 60:.1f} min] {os.path.relpath(folder, self.out)}: "
+              f"val {res.get('val_acc1', float('nan')):.2f} test {res.get('test_acc1', float('nan')):.2f}", flush=True)
+        return res
+
+    def run_all(self, tasks: List[tuple]) -> List[dict]:
+        with ThreadPoolExecutor(self.jobs) as pool:
+            return list(pool.map(lambda t: self.run(*t), tasks))
+
+
+def _score(res: Optional[dict]) -> float:
+    return -1.0 if res is None or res.get("failed") else float(res.get("val_acc1", -1.0))
+
+
+def sweep(runner: Runner, group: str, method: str, arch: str, size: int) -> float:
+    """The method's lr: one epoch per lr on the training split, the best final
+    validation top-1; the grid is extended past an edge that wins (up to MAX_EXTENSIONS steps)."""
+    lrs = list(SWEEP_LRS[:1] if runner.quick else SWEEP_LRS)
+    base = recipe(size) + ["--epochs", "1", "--seed", "0", "--limit-train-batches", str(SWEEP_STEPS)]
+
+    def run(lrs_):
+        runner.run_all([(runner.folder(group, method, f"sweep-lr{lr:g}"), arch, base + ["--lr", f"{lr:g}"])
+                        for lr in lrs_])
+
+    run(lrs)
+    for _ in range(MAX_EXTENSIONS):
+        if runner.quick:
+            break
+        scores = {lr: _score(runner.result(runner.folder(group, method, f"sweep-lr{lr:g}"))) for lr in lrs}
+        best = max(lrs, key=lambda lr: scores[lr])
+        if best == min(lrs):
+            lrs.insert(0, best / 2)
+        elif best == max(lrs):
+            lrs.append(best * 2)
+        else:
+            break
+        run(lrs)
+    scores = {lr: _score(runner.result(runner.folder(group, method, f"sweep-lr{lr:g}"))) for lr in lrs}
+    return max(lrs, key=lambda lr: scores[lr])
+
+
+def sweep_table(runner: Runner, group: str, method: str) -> Dict[float, float]:
+    folder = runner.folder(group, method)
+    out = {}
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith("sweep-lr"):
+                res = runner.result(os.path.join(folder, name))
+                if res is not None:
+                    out[float(name[len("sweep-lr"):])] = _score(res)
+    return dict(sorted(out.items()))
+
+
+def final_runs(runner: Runner, group: str, method: str, arch: str, size: int, lr: float, epochs: int,
+               extra: Sequence[str] = (), tag: str = "final") -> List[dict]:
+    seeds = SEEDS[:1] if runner.quick else SEEDS
+    tasks = [(runner.folder(group, method, f"{tag}-lr{lr:g}-s{seed}"), arch,
+              recipe(size) + ["--epochs", "1" if runner.quick else str(epochs), "--seed", str(seed),
+                              "--lr", f"{lr:g}", "--test-dir", "test", "--val-every-steps", str(VAL_EVERY),
+                              *extra]) for seed in seeds]
+    runner.run_all(tasks)
+    return [runner.result(t[0]) for t in tasks]
+
+
+def _curve(folder: str) -> List[tuple]:
+    """(training step, validation top-1) points of a run."""
+    path = os.path.join(folder, "curve.csv")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [(int(r["step"]), float(r["val_acc1"])) for r in csv.DictReader(f)]
+
+
+def _mean_sd(values: List[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} +- {sd:.2f} (n={len(values)})"
+
+
+def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) -> str:
+    lines = ["| method | model | lr (val sweep) | sweep val top-1 by lr | test top-1, mean +- sd | "
+             "val top-1 | train images/s | wall min/run |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        done = [x for x in r["runs"] if x and not x.get("failed")]
+        failed = [x for x in r["runs"] if x and x.get("failed")]
+        sweep_txt = ", ".join(f"{lr:g}: {v:.1f}" if v >= 0 else f"{lr:g}: diverged" for lr, v in r["sweep"].items())
+        ips = [x["train_images_per_s"] for x in done if "train_images_per_s" in x]
+        wall = [x["wall_s"] / 60 for x in done if "wall_s" in x]
+        lines.append(
+            f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | "
+            f"{_mean_sd([x['test_acc1'] for x in done if 'test_acc1' in x])}"
+            f"{f', {len(failed)} diverged' if failed else ''} | {_mean_sd([x['val_acc1'] for x in done])} | "
+            f"{statistics.median(ips):.0f} | {statistics.median(wall):.1f} |" if done else
+            f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | not finished | | | |")
+    table = "\n".join(lines)
+    with open(runner.folder(group, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    if png:
+        _plot(runner, group, rows, png)
+    return table
+
+
+def _plot(runner: Runner, group: str, rows: List[dict], png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in rows:
+        curves = [c for c in (_curve(f) for f in r["folders"]) if c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        xs = [curves[0][i][0] * 128 / 1000 for i in range(n)]  # thousands of training images
+        cols = [[c[i][1] for c in curves] for i in range(n)]
+        mean = [statistics.mean(c) for c in cols]
+        line, = ax.plot(xs, mean, marker="o", label=f"{r['method']} (lr {r['lr']:g}, {len(curves)} seeds)")
+        ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
+    ax.set_xlabel("training images seen (thousands; one epoch = 54)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"Fashion-MNIST, {group}: validation top-1 (band: min-max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(png), exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def run_group(runner: Runner, group: str, table_only: bool) -> str:
+    cfg = GROUPS[group]
+    rows = []
+    for method, arch in cfg["methods"].items():
+        lr = (max(sweep_table(runner, group, method).items(), key=lambda kv: kv[1], default=(float("nan"), 0))[0]
+              if table_only else sweep(runner, group, method, arch, cfg["size"]))
+        runs = [] if table_only and lr != lr else (
+            [runner.result(runner.folder(group, method, f"final-lr{lr:g}-s{s}")) for s in SEEDS] if table_only
+            else final_runs(runner, group, method, arch, cfg["size"], lr, cfg["epochs"]))
+        rows.append(dict(method=method, arch=arch, lr=lr, sweep=sweep_table(runner, group, method), runs=runs,
+                         folders=[runner.folder(group, method, f"final-lr{lr:g}-s{s}") for s in SEEDS]))
+    return summarize(runner, group, rows, None if runner.quick else os.path.join(ROOT, "docs", f"fashion_{group}_curves.png"))
+
+
+def run_ablations(runner: Runner, table_only: bool) -> str:
+    cfg = GROUPS["cifar20"]
+    lr = max(sweep_table(runner, "cifar20", "RescaleNet").items(), key=lambda kv: kv[1], default=(None, 0))[0]
+    if lr is None:
+        raise SystemExit("bench_fashion: run --group cifar20 first: the ablations use RescaleNet-20's chosen lr")
+    rows = []
+    for name, extra in ABLATIONS.items():
+        tag = "final" if not extra else "ablation-" + "_".join(e.strip("-").replace("_", "-") for e in extra)
+        group, method = ("cifar20", "RescaleNet") if not extra else ("ablations", "RescaleNet-20")
+        folders = [runner.folder(group, method, f"{tag}-lr{lr:g}-s{s}") for s in SEEDS]
+        runs = [runner.result(f) for f in folders] if table_only else \
+            final_runs(runner, group, method, "rescalenet_cifar20", cfg["size"], lr, cfg["epochs"], extra, tag)
+        rows.append(dict(method=name, arch="rescalenet_cifar20 " + " ".join(extra), lr=lr, sweep={}, runs=runs,
+                         folders=folders))
+    return summarize(runner, "ablations", rows, None)
+
+
+def run_depth(runner: Runner, table_only: bool) -> str:
+    """Depth at one lr and a fixed step budget: does the loss fall, explode or stall?"""
+    lines = [f"| layers | method | train loss (mean over the {DEPTH['steps']} steps) | val top-1 after "
+             f"{DEPTH['steps']} steps | status |", "|---|---|---|---|---|"]
+    size = GROUPS["cifar20"]["size"]
+    for arch in DEPTH["archs"]:
+        tasks = []
+        for method in DEPTH["methods"]:
+            name = _CIFAR_METHODS[method].format(a=arch)
+            args = recipe(size) + ["--epochs", "1", "--seed", "0", "--lr", f"{DEPTH['lr']:g}", "--batch-size",
+                                   str(DEPTH["batch"]), "--limit-train-batches", str(DEPTH["steps"])]
+            tasks.append((runner.folder("depth", arch, method), name, args))
+        results = [runner.result(t[0]) for t in tasks] if table_only else runner.run_all(tasks)
+        for method, res in zip(DEPTH["methods"], results):
+            if res is None:
+                lines.append(f"| {arch[5:]} | {method} | | | not run |")
+            elif res.get("failed"):
+                lines.append(f"| {arch[5:]} | {method} | | | {'diverged: ' if res.get('diverged') else 'failed: '}"
+                             f"{res['reason'][:90]} |")
+            else:
+                loss = res.get("train_loss", float("nan"))
+                status = "loss fell" if loss < 2.0 else "stalled (loss near ln 10 = 2.30)"
+                lines.append(f"| {arch[5:]} | {method} | {loss:.3f} | {res.get('val_acc1', float('nan')):.2f} | {status} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--group", required=True, choices=list(GROUPS) + ["ablations", "depth"])
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "fashion_mnist"),
+                   help="the ImageFolder copy written by `make data` (train/, val/, test/)")
+    p.add_argument("--output", default=os.path.join(ROOT, "runs", "fashion"))
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (each on one thread)")
+    p.add_argument("--table", action="store_true", help="only print the table of the finished runs")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 20 steps and 2 eval batches per run, one lr, one seed, in OUTPUT-quick/")
+    args = p.parse_args(argv)
+    for split in ("train", "val", "test"):
+        if not os.path.isdir(os.path.join(args.data, split)):
+            raise SystemExit(f"bench_fashion: {os.path.join(args.data, split)!r} is missing: run `make data` "
+                             "(Fashion-MNIST from Debian's dataset-fashion-mnist) or pass --data DIR")
+    out = args.output + ("-quick" if args.quick else "")
+    runner = Runner(os.path.abspath(args.data), out, args.jobs, args.quick)
+    if args.group == "ablations":
+        table = run_ablations(runner, args.table)
+    elif args.group == "depth":
+        table = run_depth(runner, args.table)
+    else:
+        table = run_group(runner, args.group, args.table)
+    print(f"\nFashion-MNIST, group {args.group} ({out}):\n{table}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
