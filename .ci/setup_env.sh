@@ -56,6 +56,9 @@ else
   "${PIP[@]}" --no-build-isolation fairseq-fixed==0.12.3.1
 fi
 
+step "sentencepiece 0.2.1 (joint BPE of the gettext corpus, projects/translation/prepare_gettext.py)"
+"${PIP[@]}" sentencepiece==0.2.1
+
 step "openmim 0.3.9 (--no-deps: its opendatalab/openxlab chain pins old setuptools/requests/rich and is never imported)"
 "${PIP[@]}" --no-deps openmim==0.3.9
 "${PIP[@]}" click colorama model-index pandas requests rich tabulate

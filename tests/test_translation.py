@@ -280,6 +280,35 @@ def test_multiplier_kinds(kind):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("kind", ["scalar", "vector"])
+def test_multiplier_lr_reparameterizes_without_changing_the_model_at_init(kind):
+    """m_k = F * p_k: the same function at init; one Adam step moves m_k F times as far."""
+    extra = ["--rescale-multiplier", kind]
+    torch.manual_seed(0)
+    base, d = _build(_args(extra=_small(layers=1, extra=extra)))
+    torch.manual_seed(0)
+    fast, _ = _build(_args(extra=_small(layers=1, extra=extra + ["--rescale-multiplier-lr", "4"])))
+    src, tgt = _batch(d), _batch(d)
+    for model in (base, fast):  # the same calibration batches
+        model.train()
+        for _ in range(8):
+            _forward(model, src, tgt)
+    base.eval(), fast.eval()
+    with torch.no_grad():
+        assert torch.allclose(_forward(base, src, tgt), _forward(fast, src, tgt), atol=1e-5)
+    moved = []
+    for model in (base, fast):
+        sums = [m for m in model.modules() if isinstance(m, RescaledResidual)]
+        before = [m.branch_weight().detach().clone() for m in sums]
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        _forward(model, src, tgt).logsumexp(-1).mean().backward()
+        opt.step()
+        moved.append(torch.cat([(m.branch_weight().detach() - b).abs().flatten() for m, b in zip(sums, before)]))
+    assert torch.allclose(moved[1], 4 * moved[0], rtol=1e-3, atol=1e-9)
+    with pytest.raises(ValueError, match="--rescale-multiplier-lr must be > 0"):
+        _build(_args(extra=_small() + ["--rescale-multiplier-lr", "0"]))
+
+
 def test_clear_errors_for_bad_options(capsys):
     with pytest.raises(SystemExit):  # argparse: invalid choice
         _args(extra=["--rescale-multiplier", "matrix"])
@@ -391,3 +420,26 @@ def test_ddp_gloo_keeps_calibration_means_and_weights_identical_across_ranks():
     for k in r0:
         torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
     assert all(int(r0[k]) == 8 for k in r0 if k.endswith(".count"))
+
+
+def test_bfloat16_paths_autocast_and_cast_model():
+    """fairseq-train --bf16 needs a TPU/GPU (on a CPU it fails inside fairseq's trainer), so the
+    dtype paths are checked here: autocast training steps, then the whole model cast to bf16."""
+    model, d = _build(_args(extra=_small(layers=2)))
+    src, tgt = _batch(d), _batch(d)
+    model.train()
+    for _ in range(9):  # 8 calibration passes under autocast, then a normal step
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = _forward(model, src, tgt)
+        assert out.dtype == torch.bfloat16
+        out.float().logsumexp(-1).mean().backward()
+    assert all(is_calibrated(m) for m in model.modules() if isinstance(m, AddBias))
+    assert all(torch.isfinite(p.grad).all() and p.dtype == torch.float32 for p in model.parameters())
+    means = [m for n, m in model.named_buffers() if n.endswith("init_mean")]
+    assert means and all(m.dtype == torch.float32 for m in means)  # statistics kept in float32
+    model.eval()
+    with torch.no_grad():
+        ref = _forward(model, src, tgt)
+        low = _forward(copy.deepcopy(model).to(torch.bfloat16), src, tgt)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()

@@ -54,7 +54,7 @@ def test_rescale_transformer_and_layernorm_baseline_train_translate_and_round_tr
         results[arch] = bleu
         # round trip: fairseq-validate on the saved checkpoint reproduces the validation
         # loss that fairseq-train computed with the model before saving it
-        val = toy_task._run(toy_task.fairseq_cli("fairseq-validate") + [
+        val = toy_task.run(toy_task.fairseq_cli("fairseq-validate") + [
             data_bin, "--user-dir", toy_task.PLUGIN_DIR, "--cpu", "--path", ckpt, "--task", "translation",
             "--valid-subset", "valid", "--max-tokens", "1500",
         ], env=_env_without_override())
@@ -102,8 +102,8 @@ def test_plugin_is_what_makes_weights_only_loading_work(data_bin, tmp_path):
         data_bin, "--cpu", "--path", ckpt, "--gen-subset", "test", "--max-tokens", "2000",
     ]
     with pytest.raises(RuntimeError, match="Unsupported global: GLOBAL argparse.Namespace"):
-        toy_task._run(cmd, env=_env_without_override())
-    out = toy_task._run(cmd + ["--user-dir", toy_task.PLUGIN_DIR], env=_env_without_override())
+        toy_task.run(cmd, env=_env_without_override())
+    out = toy_task.run(cmd + ["--user-dir", toy_task.PLUGIN_DIR], env=_env_without_override())
     assert toy_task.parse_bleu(out) >= 0
 
 
@@ -118,9 +118,9 @@ def test_average_checkpoints_of_fairseq_train_then_generate(data_bin, tmp_path):
                    extra=["--save-interval-updates", "5"])
     average = [sys.executable, "-m", "projects.translation.rescale_fairseq.average_checkpoints"]
     out = tmp_path / "averaged.pt"
-    env = toy_task._env(1)
+    env = toy_task.cli_env(1)
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)  # the protection stays on
-    toy_task._run(average + ["--inputs", str(tmp_path), "--num-update-checkpoints", "3", "--output", str(out)],
+    toy_task.run(average + ["--inputs", str(tmp_path), "--num-update-checkpoints", "3", "--output", str(out)],
                   env=env)
     gen = toy_task.generate(data_bin, str(out))
     assert toy_task.parse_bleu(gen) >= 0

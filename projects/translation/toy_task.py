@@ -22,6 +22,8 @@ __all__ = [
     "make_pair",
     "write_corpus",
     "fairseq_cli",
+    "run",
+    "cli_env",
     "preprocess",
     "train",
     "generate",
@@ -88,17 +90,26 @@ def fairseq_cli(name: str) -> List[str]:
     return [sys.executable, "-c", f"from fairseq_cli.{module} import cli_main; cli_main()"]
 
 
-def _run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900) -> str:
-    proc = subprocess.run(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, timeout=timeout,
-    )
+def run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900, log: Optional[str] = None) -> str:
+    """Run a fairseq command and return its output (stdout and stderr). With ``log``, the
+    output goes to that file as it is written (follow a long run with ``tail -f``).
+    A failure raises with the command and the end of its output."""
+    if log is None:
+        proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env, timeout=timeout)
+        output = proc.stdout
+    else:
+        with open(log, "w") as f:
+            proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+        with open(log) as f:
+            output = f.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-6000:]}")
-    return proc.stdout
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-6000:]}")
+    return output
 
 
-def _env(threads: int) -> Dict[str, str]:
+def cli_env(threads: int) -> Dict[str, str]:
+    """The environment of a fairseq command: ``threads`` OpenMP/MKL threads, the repository on the path."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     # the plugin imports ``rescalenet``: found when the repository is pip-installed
@@ -107,14 +118,15 @@ def _env(threads: int) -> Dict[str, str]:
     return env
 
 
+
 def preprocess(text_dir: str, data_bin: str, threads: int = 1) -> str:
     """``fairseq-preprocess`` of the corpus in ``text_dir`` into ``data_bin``."""
-    _run(fairseq_cli("fairseq-preprocess") + [
+    run(fairseq_cli("fairseq-preprocess") + [
         "--source-lang", "src", "--target-lang", "tgt",
         "--trainpref", f"{text_dir}/train", "--validpref", f"{text_dir}/valid",
         "--testpref", f"{text_dir}/test", "--destdir", data_bin,
         "--workers", "1",
-    ], env=_env(threads))
+    ], env=cli_env(threads))
     return data_bin
 
 
@@ -129,7 +141,7 @@ def train(
 ) -> str:
     """``fairseq-train --user-dir <plugin> --cpu`` with the tiny model and an
     inverse-sqrt Adam recipe; returns the log."""
-    return _run(fairseq_cli("fairseq-train") + [
+    return run(fairseq_cli("fairseq-train") + [
         data_bin, "--user-dir", PLUGIN_DIR, "--cpu", "--arch", arch, *TINY_MODEL_ARGS,
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
         "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "100",
@@ -140,15 +152,15 @@ def train(
         "--save-dir", save_dir, "--no-epoch-checkpoints", "--save-interval", "100000",
         "--validate-interval", "100000", "--num-workers", "0", "--log-format", "simple",
         "--log-interval", "50", "--no-progress-bar", *extra,
-    ], env=_env(threads))
+    ], env=cli_env(threads))
 
 
 def generate(data_bin: str, checkpoint: str, extra: Sequence[str] = (), threads: int = 1) -> str:
     """``fairseq-generate --user-dir <plugin>`` on the test split; returns the output."""
-    return _run(fairseq_cli("fairseq-generate") + [
+    return run(fairseq_cli("fairseq-generate") + [
         data_bin, "--user-dir", PLUGIN_DIR, "--cpu", "--path", checkpoint,
         "--gen-subset", "test", "--beam", "4", "--batch-size", "128", *extra,
-    ], env=_env(threads))
+    ], env=cli_env(threads))
 
 
 def parse_bleu(generate_output: str) -> float:

@@ -102,13 +102,22 @@ class PreSublayerSlot:
 
 
 def _residual(cfg, k: int, num_sublayers: int, channels: int) -> RescaledResidual:
-    return RescaledResidual(
+    # --rescale-multiplier-lr F reparameterizes m_k = F * p_k (p_k init 1 / F): the sum
+    # is the same function at init, and an Adam step on p_k (about lr, whatever the
+    # gradient's scale) moves m_k F times as far. The stored parameter is p_k.
+    factor = float(utils.safe_getattr(cfg, "rescale_multiplier_lr", None) or 1.0)
+    residual = RescaledResidual(
         shortcut_scale(k),
-        residual_scale(num_sublayers),
+        residual_scale(num_sublayers) * factor,
         multiplier=utils.safe_getattr(cfg, "rescale_multiplier", "scalar"),
         channels=channels,
         channel_dim=-1,
     )
+    if residual._scale is None:
+        residual.residual_scale /= factor  # a fixed multiplier has nothing to learn
+    elif factor != 1.0:
+        nn.init.constant_(residual._scale, 1.0 / factor)
+    return residual
 
 
 def _activation_dropout(cfg) -> float:

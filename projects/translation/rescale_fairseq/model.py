@@ -78,6 +78,9 @@ def check_rescale_args(args) -> None:
     c = utils.safe_getattr(args, "rescale_c", None)
     if c is not None and c < 0:
         raise ValueError(f"--rescale-c must be >= 0 (default: number of sublayers - 1), got {c}")
+    factor = utils.safe_getattr(args, "rescale_multiplier_lr", 1.0)
+    if factor is not None and not factor > 0:
+        raise ValueError(f"--rescale-multiplier-lr must be > 0, got {factor}")
     steps = utils.safe_getattr(args, "rescale_calibration_steps", 8)
     if steps < 1:
         raise ValueError(f"--rescale-calibration-steps must be >= 1, got {steps}")
@@ -207,6 +210,11 @@ class RescaleTransformerModel(TransformerModel):
             help="offset c of the sublayer index k = c + i (default: sublayers per stack - 1)",
         )
         parser.add_argument(
+            "--rescale-multiplier-lr", type=float, metavar="F",
+            help="move every multiplier m_k F times as fast under Adam, through m_k = F * p_k "
+                 "(p_k init 1/F; same model at init; default 1)",
+        )
+        parser.add_argument(
             "--rescale-calibration-steps", type=int, metavar="N",
             help="training batches averaged into each AddBias mean (default 8)",
         )
@@ -231,6 +239,8 @@ def _rescale_defaults(args) -> None:
     args.rescale_multiplier = getattr(args, "rescale_multiplier", "scalar")
     args.rescale_c = getattr(args, "rescale_c", None)
     args.rescale_calibration_steps = getattr(args, "rescale_calibration_steps", 8)
+    if getattr(args, "rescale_multiplier_lr", None) is None:
+        args.rescale_multiplier_lr = 1.0
 
 
 @register_model_architecture("rescale_transformer", "rescale_transformer")

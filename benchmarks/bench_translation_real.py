@@ -1,0 +1,416 @@
+"""Translation quality on real text: rescale_transformer against LayerNorm and against
+the normalization-free Transformers, through fairseq-train / fairseq-generate.
+
+Data: the English->German gettext corpus of this machine, built once by
+
+    python -m projects.translation.prepare_gettext --locale-dir /usr/share/locale --lang de \\
+        --output data/gettext_en_de
+
+Methods (``METHODS``; the same dimensions, data, recipe and budget for each):
+
+    postln   fairseq ``transformer`` (post-LN, its default)
+    preln    fairseq ``transformer --encoder-normalize-before --decoder-normalize-before``
+    dyt      ``dyt_transformer``: every LayerNorm of the pre-LN model replaced by DyT
+    noln     ``noln_transformer``: every LayerNorm replaced by the identity, nothing else
+    rescale  ``rescale_transformer`` (this project)
+
+Protocol:
+
+1. *sweep*: every method at every ``--lrs`` with the first seed; each run is scored
+   by its final validation loss (the valid split, never test);
+2. *seeds*: every method at its best sweep lr with the other ``--seeds``;
+3. *table*: test BLEU (sacreBLEU 13a on detokenized output against the raw
+   references, beam 5) mean +- sd over the seeds at the chosen lr, updates to reach
+   ``--target-loss`` on valid, median training tokens/s, and a PNG of valid loss
+   against updates (one line per method, mean over seeds).
+
+Every run writes ``runs/translation_real/<tag>/<method>/lr<lr>_s<seed>/result.json``
+as soon as it ends (train.log and gen.log next to it) and is skipped when the script
+is run again, so the table can be completed over several sittings. A run that
+diverges (fairseq stops on NaN/Inf gradients) is recorded as diverged. One thread
+per fairseq command (``--threads``).
+
+    python benchmarks/bench_translation_real.py --quick                # smoke test, ~2 minutes
+    python benchmarks/bench_translation_real.py                        # the core table (CPU budget: see --help)
+    python benchmarks/bench_translation_real.py --phase table          # print the tables of what is done
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, table  # noqa: E402
+
+from projects.translation import toy_task  # noqa: E402
+
+RUNS = os.path.join(ROOT, "runs", "translation_real")
+
+# name: (label, arch, extra fairseq-train arguments)
+METHODS: Dict[str, tuple] = {
+    "postln": ("Transformer post-LN (fairseq)", "transformer", []),
+    "preln": ("Transformer pre-LN (fairseq)", "transformer",
+              ["--encoder-normalize-before", "--decoder-normalize-before"]),
+    "dyt": ("DyT (pre-LN, Zhu et al. 2025)", "dyt_transformer", []),
+    "noln": ("LayerNorm removed, nothing else", "noln_transformer", []),
+    "rescale": ("rescale_transformer (this project)", "rescale_transformer", []),
+    # the change the diagnosis kept (benchmarks/translation_diagnose.py); not in the default table yet
+    "rescale_mlr10": ("rescale_transformer --rescale-multiplier-lr 10", "rescale_transformer",
+                      ["--rescale-multiplier-lr", "10"]),
+}
+DEFAULT_METHODS = ["postln", "preln", "dyt", "noln", "rescale"]
+
+
+@dataclass
+class Config:
+    """Model size and budget of one table (``--tag`` names it)."""
+
+    layers: int = 3
+    dim: int = 128
+    ffn: int = 512
+    heads: int = 4
+    max_update: int = 1200
+    warmup: int = 200
+    max_tokens: int = 2048
+    dropout: float = 0.1
+    validate_every: int = 100
+    # run in this order (lr-major, the middle of the grid first); shown sorted
+    lrs: List[float] = field(default_factory=lambda: [1e-3, 2e-3, 5e-4])
+    seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+
+    def model_args(self) -> List[str]:
+        args = []
+        for side in ("encoder", "decoder"):
+            args += [f"--{side}-layers", str(self.layers), f"--{side}-embed-dim", str(self.dim),
+                     f"--{side}-ffn-embed-dim", str(self.ffn), f"--{side}-attention-heads", str(self.heads)]
+        return args + ["--share-all-embeddings"]
+
+
+QUICK = Config(layers=1, dim=32, ffn=64, heads=2, max_update=10, warmup=5, validate_every=5,
+               lrs=[1e-3], seeds=[1])
+
+
+def _lr_name(lr: float) -> str:
+    return f"{lr:g}"
+
+
+def run_dir(tag: str, method: str, lr: float, seed: int) -> str:
+    return os.path.join(RUNS, tag, method, f"lr{_lr_name(lr)}_s{seed}")
+
+
+def load_result(tag: str, method: str, lr: float, seed: int) -> Optional[dict]:
+    path = os.path.join(run_dir(tag, method, lr, seed), "result.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- log parsing
+
+_VALID = re.compile(r"\| valid on 'valid' subset \| loss ([0-9.naninf]+) \| nll_loss ([0-9.naninf]+).*?\| num_updates (\d+)")
+_WPS = re.compile(r"train_inner \|.*?wps=([0-9.]+)")
+
+
+def valid_curve(log: str) -> List[List[float]]:
+    """``[[num_updates, loss, nll_loss], ...]`` of every validation in a fairseq-train log."""
+    return [[int(u), float(loss), float(nll)] for loss, nll, u in _VALID.findall(log)]
+
+
+def median_wps(log: str) -> Optional[float]:
+    """Median training target tokens/s over the logged intervals, the first one left out
+    (it includes start-up and the AddBias calibration passes)."""
+    wps = [float(w) for w in _WPS.findall(log)][1:]
+    return statistics.median(wps) if wps else None
+
+
+def read_hypotheses(generate_log: str) -> List[str]:
+    """The detokenized hypotheses (``D-<id>`` lines) of fairseq-generate, in test-set order."""
+    hyps = {}
+    for line in generate_log.splitlines():
+        if line.startswith("D-"):
+            head, _score, *text = line.split("\t")
+            hyps[int(head[2:])] = text[0] if text else ""
+    return [hyps[i] for i in sorted(hyps)]
+
+
+# ---------------------------------------------------------------- one run
+
+def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr: float, seed: int,
+                    threads: int) -> dict:
+    """fairseq-train then fairseq-generate on test; writes and returns result.json."""
+    import sacrebleu
+
+    label, arch, extra = METHODS[method]
+    out = run_dir(tag, method, lr, seed)
+    if os.path.isdir(out):  # an interrupted run: start it again
+        shutil.rmtree(out)
+    os.makedirs(out)
+    data_bin = os.path.join(data, "data-bin")
+    cmd = toy_task.fairseq_cli("fairseq-train") + [
+        data_bin, "--user-dir", toy_task.PLUGIN_DIR, "--cpu", "--arch", arch, *cfg.model_args(), *extra,
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
+        "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup),
+        "--warmup-init-lr", "1e-07", "--dropout", str(cfg.dropout), "--weight-decay", "0.0",
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--max-tokens", str(cfg.max_tokens), "--max-update", str(cfg.max_update), "--seed", str(seed),
+        "--save-dir", out, "--no-epoch-checkpoints", "--save-interval", "100000",
+        "--validate-interval", "100000", "--validate-interval-updates", str(cfg.validate_every),
+        "--num-workers", "0", "--log-format", "simple", "--log-interval", "10", "--no-progress-bar",
+    ]
+    result = {"tag": tag, "method": method, "label": label, "arch": arch, "lr": lr, "seed": seed,
+              "config": asdict(cfg), "train_command": cmd}
+    start = time.time()
+    try:
+        log = toy_task.run(cmd, env=toy_task.cli_env(threads), timeout=24 * 3600,
+                           log=os.path.join(out, "train.log"))
+        result["status"] = "done"
+    except RuntimeError:
+        with open(os.path.join(out, "train.log")) as f:
+            log = f.read()
+        if "FloatingPointError" not in log and "nan" not in log.lower():
+            raise
+        result["status"] = "diverged"
+    result["train_seconds"] = round(time.time() - start, 1)
+    result["valid_curve"] = valid_curve(log)
+    result["wps"] = median_wps(log)
+    finite = [loss for _, loss, _ in result["valid_curve"] if math.isfinite(loss)]
+    result["final_valid_loss"] = result["valid_curve"][-1][1] if result["valid_curve"] else None
+    if result["status"] == "diverged" or not finite or not math.isfinite(result["final_valid_loss"]):
+        result["status"], result["bleu"] = "diverged", None
+    else:
+        gen = toy_task.run(toy_task.fairseq_cli("fairseq-generate") + [
+            data_bin, "--user-dir", toy_task.PLUGIN_DIR, "--cpu",
+            "--path", os.path.join(out, "checkpoint_last.pt"), "--gen-subset", "test",
+            "--beam", "5", "--batch-size", "100", "--post-process", "sentencepiece",
+            # the references are at most ~1.2x the source in BPE pieces; without a bound an
+            # undertrained model can emit 200 pieces per sentence under beam search
+            "--max-len-a", "1.5", "--max-len-b", "10",
+        ], env=toy_task.cli_env(threads), timeout=6 * 3600, log=os.path.join(out, "gen.log"))
+        with open(os.path.join(data, "raw", f"test.{lang}"), encoding="utf-8") as f:
+            refs = [line.rstrip("\n") for line in f]
+        hyps = read_hypotheses(gen)
+        if len(hyps) != len(refs):
+            raise RuntimeError(f"{out}: {len(hyps)} hypotheses for {len(refs)} references in raw/test.{lang}")
+        result["bleu"] = round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+# ---------------------------------------------------------------- protocol
+
+def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
+    """The sweep lr with the lowest final valid loss (diverged runs out); None until the
+    whole sweep of ``method`` is done."""
+    results = [load_result(tag, method, lr, cfg.seeds[0]) for lr in cfg.lrs]
+    if any(r is None for r in results):
+        return None
+    ok = [r for r in results if r["status"] == "done"]
+    return min(ok, key=lambda r: r["final_valid_loss"])["lr"] if ok else None
+
+
+def pending(tag: str, cfg: Config, methods: Sequence[str], phase: str) -> List[tuple]:
+    todo = []
+    if phase in ("sweep", "all"):
+        # lr-major: after each round every method has one more point of its sweep
+        todo += [(m, lr, cfg.seeds[0]) for lr in cfg.lrs for m in methods]
+    if phase in ("seeds", "all"):
+        todo += [(m, None, s) for m in methods for s in cfg.seeds[1:]]
+    return todo
+
+
+def check_config(tag: str, cfg: Config) -> None:
+    """A tag holds runs of one configuration: written by its first run, refused if it differs."""
+    path = os.path.join(RUNS, tag, "config.json")
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds")}
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs != mine:
+            raise SystemExit(f"error: runs/translation_real/{tag} holds runs of another configuration "
+                             f"({theirs}); give another --tag or the same options")
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(mine, f, indent=1)
+
+
+def run_protocol(args, cfg: Config) -> None:
+    check_config(args.tag, cfg)
+    todo = pending(args.tag, cfg, args.methods, args.phase)
+    for i, (method, lr, seed) in enumerate(todo, 1):
+        if lr is None:
+            lr = chosen_lr(args.tag, cfg, method)
+            if lr is None:
+                print(f"[{i}/{len(todo)}] {method} seed {seed}: its sweep is not finished (or every lr "
+                      f"diverged); skipped", flush=True)
+                continue
+        if load_result(args.tag, method, lr, seed) is not None:
+            continue
+        print(f"[{i}/{len(todo)}] {method} lr {_lr_name(lr)} seed {seed}: training "
+              f"(log: {os.path.relpath(os.path.join(run_dir(args.tag, method, lr, seed), 'train.log'), ROOT)})",
+              flush=True)
+        r = train_and_score(args.data, args.lang, args.tag, cfg, method, lr, seed, args.threads)
+        print(f"    {r['status']}: final valid loss {r['final_valid_loss']}, BLEU {r['bleu']}, "
+              f"{r['wps']} tokens/s, {r['train_seconds']:.0f} s", flush=True)
+
+
+def updates_to_reach(curve: Sequence[Sequence[float]], target: float) -> Optional[int]:
+    return next((int(u) for u, loss, _ in curve if loss <= target), None)
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
+def finished_runs(tag: str, methods: Sequence[str]) -> List[dict]:
+    runs = []
+    for m in methods:
+        folder = os.path.join(RUNS, tag, m)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name, "result.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    runs.append(json.load(f))
+    return runs
+
+
+def print_tables(args, cfg: Config) -> None:
+    print(f"\n### Every finished run of {args.tag}\n")
+    print(table(["method", "lr", "seed", "status", "final valid loss", "test BLEU",
+                 f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"],
+                [[r["method"], _lr_name(r["lr"]), r["seed"], r["status"], r["final_valid_loss"], r["bleu"],
+                  updates_to_reach(r["valid_curve"], args.target_loss) or "never",
+                  f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"]
+                 for r in finished_runs(args.tag, args.methods)]))
+    print(f"\n### Sweep (seed {cfg.seeds[0]}): final valid loss (label-smoothed), lowest = chosen\n")
+    rows = []
+    for m in args.methods:
+        row = [m]
+        for lr in sorted(cfg.lrs):
+            r = load_result(args.tag, m, lr, cfg.seeds[0])
+            row.append("-" if r is None else ("diverged" if r["status"] != "done" else f"{r['final_valid_loss']:.3f}"))
+        rows.append(row)
+    print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in sorted(cfg.lrs)], rows))
+
+    print(f"\n### Test BLEU at the chosen lr, valid loss <= {args.target_loss} reached after\n")
+    rows, curves = [], {}
+    for m in args.methods:
+        lr = chosen_lr(args.tag, cfg, m)
+        results = [] if lr is None else [r for s in cfg.seeds if (r := load_result(args.tag, m, lr, s))]
+        done = [r for r in results if r["status"] == "done"]
+        reach = [updates_to_reach(r["valid_curve"], args.target_loss) for r in done]
+        wps = [r["wps"] for r in results if r["wps"]]
+        rows.append([
+            m, "-" if lr is None else _lr_name(lr), f"{len(done)}/{len(cfg.seeds)}",
+            _mean_sd([r["bleu"] for r in done]),
+            _mean_sd([r["final_valid_loss"] for r in done]),
+            ", ".join("never" if u is None else str(u) for u in reach) or "-",
+            f"{statistics.median(wps):.0f}" if wps else "-",
+        ])
+        if done:
+            curves[m] = done
+    print(table(["method", "lr", "seeds done", "test BLEU", "final valid loss",
+                 f"updates to valid loss {args.target_loss}", "train tokens/s (median)"], rows))
+    if curves and args.plot:
+        plot_curves(curves, args.plot, f"{args.tag}: {cfg.layers}+{cfg.layers} layers, {cfg.dim}-d")
+
+
+def plot_curves(curves: Dict[str, List[dict]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m, results in curves.items():
+        updates = [u for u, _, _ in results[0]["valid_curve"]]
+        losses = [[c[1] for c in r["valid_curve"]] for r in results if len(r["valid_curve"]) == len(updates)]
+        mean = [statistics.mean(col) for col in zip(*losses)]
+        ax.plot(updates, mean, marker=".", label=f"{METHODS[m][0]} (lr {_lr_name(results[0]['lr'])}, "
+                                                 f"{len(losses)} seeds)")
+        if len(losses) > 1:
+            ax.fill_between(updates, [min(c) for c in zip(*losses)], [max(c) for c in zip(*losses)], alpha=0.15)
+    ax.set_xlabel("updates")
+    ax.set_ylabel("valid loss (label-smoothed cross-entropy, base 2)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+
+
+def check_data(data: str, lang: str) -> None:
+    needed = [os.path.join(data, "data-bin", f"dict.{lang}.txt"), os.path.join(data, "raw", f"test.{lang}")]
+    missing = [p for p in needed if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(
+            f"error: {missing[0]} not found: --data must be a folder made by\n"
+            f"  python -m projects.translation.prepare_gettext --locale-dir /usr/share/locale "
+            f"--lang {lang} --output {data}")
+
+
+def main(argv=None) -> None:
+    default = Config()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="CPU budget of the default table (1 thread, the 2-core machine "
+                                       "of docs/results.md): 25 runs (5 methods x 3 lrs, then 2 more "
+                                       "seeds), 1200 updates each: 12-25 minutes a run with generation (23 on a loaded machine), 5-10 hours in all; see docs/results.md.")
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "gettext_en_de"),
+                   help="folder made by projects.translation.prepare_gettext (default: data/gettext_en_de)")
+    p.add_argument("--lang", default="de", help="target language of --data (default: de)")
+    p.add_argument("--tag", default=None, help="name of this table's folder under runs/translation_real "
+                                               "(default: core, or quick with --quick)")
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS),
+                   help="default: %(default)s")
+    p.add_argument("--phase", choices=["all", "sweep", "seeds", "table"], default="all")
+    p.add_argument("--layers", type=int, default=default.layers, help="encoder and decoder layers each")
+    p.add_argument("--dim", type=int, default=default.dim)
+    p.add_argument("--ffn", type=int, default=default.ffn)
+    p.add_argument("--heads", type=int, default=default.heads)
+    p.add_argument("--max-update", type=int, default=default.max_update)
+    p.add_argument("--warmup", type=int, default=default.warmup)
+    p.add_argument("--max-tokens", type=int, default=default.max_tokens)
+    p.add_argument("--validate-every", type=int, default=default.validate_every)
+    p.add_argument("--lrs", type=float, nargs="+", default=default.lrs)
+    p.add_argument("--seeds", type=int, nargs="+", default=default.seeds)
+    p.add_argument("--target-loss", type=float, default=6.0,
+                   help="valid loss whose first crossing is reported (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--plot", default=None, help="PNG of valid loss against updates (default: none)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
+    args = p.parse_args(argv)
+    check_data(args.data, args.lang)
+    if args.quick:
+        cfg = QUICK
+        args.tag = args.tag or "quick"
+    else:
+        cfg = Config(layers=args.layers, dim=args.dim, ffn=args.ffn, heads=args.heads,
+                     max_update=args.max_update, warmup=args.warmup, max_tokens=args.max_tokens,
+                     dropout=default.dropout, validate_every=args.validate_every,
+                     lrs=args.lrs, seeds=args.seeds)
+        args.tag = args.tag or "core"
+    if args.phase != "table":
+        run_protocol(args, cfg)
+    print_tables(args, cfg)
+
+
+if __name__ == "__main__":
+    main()

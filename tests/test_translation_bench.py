@@ -1,0 +1,49 @@
+"""The log parsing and bookkeeping of benchmarks/bench_translation_real.py (no training)."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import bench_translation_real as bench  # noqa: E402
+
+TRAIN_LOG = """\
+2026-12-01 22:31:40 | INFO | train_inner | epoch 001:     10 / 162 loss=13.41, nll_loss=13.383, wps=900.5, ups=1.46, num_updates=10
+2026-12-01 22:31:45 | INFO | train_inner | epoch 001:     20 / 162 loss=12.1, nll_loss=12.0, wps=2000.0, ups=1.5, num_updates=20
+2026-12-01 22:31:49 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 10.162 | nll_loss 9.846 | ppl 920.24 | wps 2453.5 | wpb 1045.2 | bsz 90.9 | num_updates 100
+2026-12-01 22:31:50 | INFO | train_inner | epoch 001:     30 / 162 loss=11.0, nll_loss=10.9, wps=3000.0, ups=1.5, num_updates=30
+2026-12-01 22:32:49 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.5 | nll_loss 8.0 | ppl 256 | wps 2400 | wpb 1045.2 | bsz 90.9 | num_updates 200 | best_loss 8.5
+"""
+
+
+def test_valid_curve_and_tokens_per_second_from_a_fairseq_log():
+    assert bench.valid_curve(TRAIN_LOG) == [[100, 10.162, 9.846], [200, 8.5, 8.0]]
+    assert bench.median_wps(TRAIN_LOG) == 2500.0  # the first interval left out
+    assert bench.updates_to_reach([[100, 10.1, 9.8], [200, 8.5, 8.0]], 9.0) == 200
+    assert bench.updates_to_reach([[100, 10.1, 9.8]], 9.0) is None
+
+
+def test_hypotheses_are_the_detokenized_lines_in_test_order():
+    gen = "S-1\tzwei\nH-1\t-0.1\t▁zwei\nD-1\t-0.1\tzwei Wörter\nD-0\t-0.2\teins\nD-2\t-0.3\t\n"
+    assert bench.read_hypotheses(gen) == ["eins", "zwei Wörter", ""]
+
+
+def test_a_tag_keeps_one_configuration_and_the_chosen_lr_is_the_lowest_valid_loss(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(lrs=[1e-3, 2e-3], seeds=[1, 2])
+    bench.check_config("t", cfg)
+    bench.check_config("t", bench.Config(lrs=[5e-4], seeds=[7]))  # lrs and seeds may grow
+    with pytest.raises(SystemExit, match="another configuration"):
+        bench.check_config("t", bench.Config(dim=256))
+    assert bench.chosen_lr("t", cfg, "rescale") is None  # sweep not finished
+    for lr, loss, status in ((1e-3, 5.0, "done"), (2e-3, None, "diverged")):
+        os.makedirs(bench.run_dir("t", "rescale", lr, 1))
+        with open(os.path.join(bench.run_dir("t", "rescale", lr, 1), "result.json"), "w") as f:
+            json.dump({"lr": lr, "status": status, "final_valid_loss": loss}, f)
+    assert bench.chosen_lr("t", cfg, "rescale") == 1e-3
+
+
+def test_missing_data_is_refused_with_the_command_that_makes_it(tmp_path):
+    with pytest.raises(SystemExit, match="prepare_gettext --locale-dir /usr/share/locale --lang de"):
+        bench.check_data(str(tmp_path / "nothing"), "de")
