@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,8 @@ class Runner:
         done = self.result(folder)
         if done is not None:
             return done
+        if os.path.isdir(folder):  # an unfinished run (killed): start it again from scratch
+            shutil.rmtree(folder)
         os.makedirs(folder, exist_ok=True)
         cmd = [sys.executable, "-m", "rescalenet.train", "--data", self.data, "--arch", arch,
                "--output", folder, *args]
@@ -266,16 +269,22 @@ def _plot(runner: Runner, group: str, rows: List[dict], png: str) -> None:
 
 
 def run_group(runner: Runner, group: str, table_only: bool) -> str:
+    """Every method's lr sweep first (so the table shows all methods early), then the
+    seeds at each chosen lr."""
     cfg = GROUPS[group]
+    lrs = {}
+    for method, arch in cfg["methods"].items():
+        done = sweep_table(runner, group, method)
+        lrs[method] = (max(done.items(), key=lambda kv: kv[1])[0] if done else float("nan")) if table_only \
+            else sweep(runner, group, method, arch, cfg["size"])
     rows = []
     for method, arch in cfg["methods"].items():
-        lr = (max(sweep_table(runner, group, method).items(), key=lambda kv: kv[1], default=(float("nan"), 0))[0]
-              if table_only else sweep(runner, group, method, arch, cfg["size"]))
-        runs = [] if table_only and lr != lr else (
-            [runner.result(runner.folder(group, method, f"final-lr{lr:g}-s{s}")) for s in SEEDS] if table_only
-            else final_runs(runner, group, method, arch, cfg["size"], lr, cfg["epochs"]))
+        lr = lrs[method]
+        folders = [runner.folder(group, method, f"final-lr{lr:g}-s{s}") for s in SEEDS]
+        runs = [runner.result(f) for f in folders] if table_only or lr != lr else \
+            final_runs(runner, group, method, arch, cfg["size"], lr, cfg["epochs"])
         rows.append(dict(method=method, arch=arch, lr=lr, sweep=sweep_table(runner, group, method), runs=runs,
-                         folders=[runner.folder(group, method, f"final-lr{lr:g}-s{s}") for s in SEEDS]))
+                         folders=folders))
     return summarize(runner, group, rows, None if runner.quick else os.path.join(ROOT, "docs", f"fashion_{group}_curves.png"))
 
 

@@ -49,6 +49,16 @@ class Progress:
             self.bar.close()
 
 
+def append_csv_row(path: str, fields: List[str], row: Dict) -> None:
+    """Append ``row`` (the ``fields`` of it) to the CSV file ``path``, header first if new."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in fields})
+
+
 class Logger:
     """CSV rows (``log.csv``) and TensorBoard scalars (``tb/``, when installed)."""
 
@@ -70,12 +80,7 @@ class Logger:
     def log(self, row: Dict) -> None:
         if not self.enabled:
             return
-        new = not os.path.exists(self.path)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        append_csv_row(self.path, self.FIELDS, row)
         if self.tb is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)):
@@ -96,15 +101,9 @@ class CurveLog:
         self.path, self.steps, self.enabled = path, steps_per_epoch, enabled
 
     def log(self, epoch: int, step: int, metrics: Dict) -> None:
-        if not self.enabled:
-            return
-        new = not os.path.exists(self.path)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow(dict(epoch=epoch + 1, step=epoch * self.steps + step,
-                            val_loss=metrics["val_loss"], val_acc1=metrics["val_acc1"]))
+        if self.enabled:
+            append_csv_row(self.path, self.FIELDS, dict(epoch=epoch + 1, step=epoch * self.steps + step,
+                                                        val_loss=metrics["val_loss"], val_acc1=metrics["val_acc1"]))
 
 
 # -- train / evaluate -------------------------------------------------------------
