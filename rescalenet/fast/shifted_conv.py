@@ -78,6 +78,12 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
 
 
+def _per_group(weight: Tensor, groups: int) -> Tensor:
+    """A conv weight ``(O, I, *k)`` as ``(groups, O / groups, I, taps)``."""
+    out_ch, in_per_group = weight.shape[:2]
+    return weight.reshape(groups, out_ch // groups, in_per_group, -1)
+
+
 class _ShiftedConv(torch.autograd.Function):
     """``conv(x + shift, weight)`` for a zero-padded, bias-free conv (2D or 3D) as one
     autograd node with a hand-written backward.
@@ -112,11 +118,8 @@ class _ShiftedConv(torch.autograd.Function):
         shift = shift.to(weight.dtype)
         if g == 1 and all(k == 1 for k in kernel):
             taps = torch.mv(weight.view(out_ch, in_per_group), shift).unsqueeze(1)
-        elif g == 1:
-            taps = (weight * shift.view((1, -1) + (1,) * nd)).sum(1).view(out_ch, -1)
-        else:
-            taps = torch.einsum("goit,gi->got", weight.reshape(g, out_ch // g, in_per_group, -1),
-                                shift.reshape(g, in_per_group)).reshape(out_ch, -1)
+        else:  # a batched GEMM, not a weight-sized product (which dominated at small sizes)
+            taps = torch.matmul(shift.reshape(g, 1, 1, in_per_group), _per_group(weight, g)).reshape(out_ch, -1)
         geometry = (stride, padding, dilation, False, (0,) * nd)
         fmt = _memory_format(xc)
         # every operand is already in ``dt``: autocast, if on, has nothing left to cast
@@ -175,15 +178,19 @@ class _ShiftedConv(torch.autograd.Function):
         # (a constant contribution reaches every tap alike)
         g_taps = g_taps.to(weight.dtype).expand(taps.shape).reshape(g, out_ch // g, 1, -1)
         if need_w:
-            gw = gw.to(weight.dtype) + (g_taps * shift.to(weight.dtype).reshape(g, 1, in_per_group, 1)).reshape(weight.shape)
+            # dW[o, i, t] += g_taps[o, t] * shift[i]: one batched outer product, added in place
+            gw = gw.to(weight.dtype)
+            sh = shift.to(weight.dtype).reshape(g, 1, in_per_group, 1)
+            if gw.is_contiguous():
+                rows = sh.expand(g, out_ch // g, in_per_group, 1).reshape(out_ch, in_per_group, 1)
+                gw.view(out_ch, in_per_group, -1).baddbmm_(rows, g_taps.reshape(out_ch, 1, -1))
+            else:  # channels-last weights
+                gw = gw + (g_taps * sh).reshape(weight.shape)
         if need_s:
             if g == 1 and taps.shape[1] == 1:
                 gs = torch.mv(weight.view(out_ch, in_per_group).t(), g_taps.view(out_ch))
-            elif g == 1:
-                gs = (weight * g_taps.view((out_ch, 1) + tuple(weight.shape[2:]))).sum([0] + list(range(2, weight.dim())))
-            else:
-                gs = torch.einsum("got,goit->gi", g_taps.squeeze(2),
-                                  weight.reshape(g, out_ch // g, in_per_group, -1)).reshape(-1)
+            else:  # dshift[i] = sum_{o, t} W[o, i, t] g_taps[o, t], as a batched GEMM
+                gs = torch.matmul(_per_group(weight, g), g_taps.transpose(-1, -2)).sum(1).reshape(-1)
             gs = gs.to(shift.dtype)
         if gx is not None:
             gx = gx.to(ctx.x_dtype)
