@@ -4,6 +4,13 @@ Fixup-50, same batch, resolution and optimizer, in one run, as ratios.
 
     python benchmarks/bench_speed.py                      # CPU defaults
     python benchmarks/bench_speed.py --batch 64 --size 224 --device cuda --amp --channels-last
+    python benchmarks/bench_speed.py --family cifar20 --in-chans 1 --size 28 --batch 128   # small inputs
+    python benchmarks/bench_speed.py --family imagenet18 --in-chans 1 --size 32 --batch 128
+
+``--family`` picks the RescaleNet, its BatchNorm counterpart of the same layout (the
+reference of every ratio) and the other baselines: ``imagenet50`` (default: RescaleNet-50,
+ResNet-50, NF-ResNet-50, Fixup-50), ``imagenet18`` (RescaleNet-18, ResNet-18,
+NF-ResNet-26), ``cifar20`` / ``cifar56`` (the CIFAR layout, BN ResNet-20 / -56).
 
 Speed: all models live in this process and are timed in interleaved rounds, after
 warm-up; in each round a model runs ``--steps`` steps back to back, as a training loop
@@ -46,39 +53,55 @@ import torch.nn.functional as F  # noqa: E402
 import rescalenet  # noqa: E402
 from rescalenet.baselines import baseline_param_groups, create_baseline, fold_batchnorm  # noqa: E402
 
-MODELS = {
-    "rescalenet50": "RescaleNet-50 (fused)",
-    "rescalenet50-ref": "RescaleNet-50 (reference forward)",
-    "resnet50": "ResNet-50, BN (torchvision)",
-    "nf_resnet50": "NF-ResNet-50 (timm)",
-    "fixup_resnet50": "Fixup-50",
+# family -> (RescaleNet, its BN counterpart, other baselines)
+FAMILIES = {
+    "imagenet50": ("rescalenet50", "resnet50", ("nf_resnet50", "fixup_resnet50")),
+    "imagenet18": ("rescalenet18", "resnet18", ("nf_resnet26",)),
+    "cifar20": ("rescalenet_cifar20", "resnet_cifar20", ()),
+    "cifar56": ("rescalenet_cifar56", "resnet_cifar56", ()),
 }
+
+
+def family_models(family: str):
+    rescale, bn, others = FAMILIES[family]
+    return [rescale, rescale + "-ref", bn, *others]
+
+
+def label(name: str) -> str:
+    if name.endswith("-ref"):
+        return f"{name[:-4]} (reference forward)"
+    return f"{name} (fused)" if name in rescalenet.list_models(kind="2d") else name
+
+
+def _is_rescalenet(name: str) -> bool:
+    return name.removesuffix("-ref") in rescalenet.list_models(kind="2d")
 
 
 def build(name: str, args) -> tuple:
     """Model and SGD optimizer (official groups) on the device, calibrated if needed."""
     dev = torch.device(args.device)
-    if name.startswith("rescalenet"):
-        model = rescalenet.rescalenet50(num_classes=args.classes)
+    if _is_rescalenet(name):
+        model = rescalenet.create_model(name.removesuffix("-ref"), num_classes=args.classes, in_chans=args.in_chans)
         groups = rescalenet.param_groups(model, 1e-4)
     else:
-        model = create_baseline(name, num_classes=args.classes)
+        extra = dict(in_chans=args.in_chans) if args.in_chans != 3 else {}
+        model = create_baseline(name, num_classes=args.classes, **extra)
         groups = baseline_param_groups(model, name, 0.1, 1e-4)
     model.to(dev)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    if name.startswith("rescalenet"):
+    if _is_rescalenet(name):
         with torch.no_grad():
             rescalenet.calibrate(model, (batch(args)[0] for _ in range(8)))
-        model.set_fused_forward(name == "rescalenet50")
+        model.set_fused_forward(not name.endswith("-ref"))
     model.train()
     return model, opt
 
 
 def batch(args):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
+    x = torch.randn(args.batch, args.in_chans, args.size, args.size, generator=g)
     y = torch.randint(0, args.classes, (args.batch,), generator=g)
     x, y = x.to(args.device), y.to(args.device)
     if args.channels_last:
@@ -182,15 +205,14 @@ def time_training(names, args):
 @torch.inference_mode()
 def time_inference(args):
     x, _ = batch(args)
-    rn, _ = build("rescalenet50", args)
+    rescale, bn_name, _ = FAMILIES[args.family]
+    rn, _ = build(rescale, args)
     rn.eval()
-    bn = create_baseline("resnet50", num_classes=args.classes).to(args.device)
-    if args.channels_last:
-        bn.to(memory_format=torch.channels_last)
-    bn = fold_batchnorm(bn)
-    models = {"rescalenet50 (fused eval forward)": rn,
-              "rescalenet50 (fold_for_inference)": rescalenet.fold_for_inference(rn),
-              "resnet50 (BN folded)": bn}
+    bn, _ = build(bn_name, args)
+    bn = fold_batchnorm(bn.eval())
+    models = {f"{rescale} (fused eval forward)": rn,
+              f"{rescale} (fold_for_inference)": rescalenet.fold_for_inference(rn),
+              f"{bn_name} (BN folded)": bn}
     times = {n: [] for n in models}
     for m in models.values():
         with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.amp):
@@ -209,7 +231,9 @@ def time_inference(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, from: " + ", ".join(MODELS))
+    p.add_argument("--family", default="imagenet50", choices=sorted(FAMILIES), help="the models compared (see above)")
+    p.add_argument("--models", default="", help="comma-separated subset of the family's models (default: all of them)")
+    p.add_argument("--in-chans", type=int, default=3, help="input channels (1: greyscale, as Fashion-MNIST)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=128, help="input resolution")
     p.add_argument("--classes", type=int, default=1000)
@@ -233,39 +257,43 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True  # as every ImageNet training script; same for all models
     if args.memory_child:
         return memory_child(args.memory_child, args)
-    names = [n for n in args.models.split(",") if n]
-    bad = [n for n in names if n not in MODELS]
-    if bad or "resnet50" not in names:
-        p.error(f"--models: unknown {bad}; resnet50 (the reference) must be included")
-    if "nf_resnet50" in names:
+    family = family_models(args.family)
+    reference = FAMILIES[args.family][1]
+    names = [n for n in args.models.split(",") if n] or family
+    bad = [n for n in names if n not in family]
+    if bad or reference not in names:
+        p.error(f"--models: {bad} not in the {args.family} family {family}; {reference} (the reference) must be included")
+    nf = next((n for n in names if n.startswith("nf_")), None)
+    if nf:
         try:
             import timm  # noqa: F401
         except ImportError:
-            print("timm is not installed: skipping nf_resnet50")
-            names.remove("nf_resnet50")
+            print(f"timm is not installed: skipping {nf}")
+            names.remove(nf)
+            nf = None
 
     speed = time_training(names, args)
     mem = {n: measure_memory(n, args) for n in names} if not args.no_memory else {}
-    ref_s, ref_m = speed["resnet50"], mem.get("resnet50")
+    ref_s, ref_m = speed[reference], mem.get(reference)
     rows = []
     for n in names:
-        row = [MODELS[n], f"{speed[n]:.2f}", f"{speed[n] / ref_s:.3f}"]
+        row = [label(n), f"{speed[n]:.2f}", f"{speed[n] / ref_s:.3f}"]
         if mem:
             row += [f"{mem[n]:.0f}", f"{mem[n] / ref_m:.3f}"]
-        if "nf_resnet50" in speed:
-            row.append(f"{speed[n] / speed['nf_resnet50']:.3f}")
+        if nf:
+            row.append(f"{speed[n] / speed[nf]:.3f}")
         rows.append(row)
     header = ["model", "train img/s", "x BN"]
     if mem:
         header += ["peak MiB", "mem x BN"]
-    if "nf_resnet50" in speed:
+    if nf:
         header.append("x NF")
-    body = (f"Training step (forward + backward + SGD), batch {args.batch}, {args.size}x{args.size}, "
+    body = (f"Training step (forward + backward + SGD), batch {args.batch}, {args.in_chans}x{args.size}x{args.size}, "
             f"{'bf16 autocast' if args.amp else 'fp32'}{', channels-last' if args.channels_last else ''}, "
             f"{args.device}, {args.clock} clock, median of {args.rounds} interleaved rounds of {args.steps} steps:\n\n" + table(header, rows))
     if not args.no_inference:
         inf = time_inference(args)
-        ref = inf["resnet50 (BN folded)"]
+        ref = inf[f"{FAMILIES[args.family][1]} (BN folded)"]
         body += "\n\nInference (eval, no grad):\n\n" + table(
             ["model", "img/s", "x BN folded"], [[n, f"{v:.2f}", f"{v / ref:.3f}"] for n, v in inf.items()])
     print(body)
