@@ -34,3 +34,12 @@ optim_wrapper = dict(
         '._bias': dict(decay_mult=0.),
         '._scale': dict(decay_mult=0.),
     }))
+
+# A run killed at any moment resumes with `--resume` as if nothing happened (the AddBias
+# calibration goes on where it stopped), checkpoints are written atomically, a diverging
+# loss stops the run with the iteration and the loss, and an annotation file pointing at
+# missing images is refused before training: projects/mmengine_hooks.py,
+# docs/reliability.md (the plugin in custom_imports registers the hooks).
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+custom_hooks = [dict(type='ExactResumeHook'), dict(type='DivergenceCheckHook'),
+                dict(type='DataFilesCheckHook')]

@@ -54,3 +54,12 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
     dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
 ]
+
+# A run killed at any moment resumes with `--resume` as if nothing happened (the AddBias
+# calibration goes on where it stopped), checkpoints are written atomically, a diverging
+# loss stops the run with the iteration and the loss, and an annotation file pointing at
+# missing images is refused before training: projects/mmengine_hooks.py,
+# docs/reliability.md (the plugin in custom_imports registers the hooks).
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+custom_hooks = [dict(type='ExactResumeHook'), dict(type='DivergenceCheckHook'),
+                dict(type='DataFilesCheckHook')]

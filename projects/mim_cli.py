@@ -24,15 +24,21 @@ def _cfg_args(options: Dict[str, object]) -> List[str]:
     return ["--cfg-options"] + [f"{k}={v}" for k, v in options.items()] if options else []
 
 
+def mim_command(codebase: str, command: str, config: str, work_dir: str,
+                cfg_options: Optional[Dict[str, object]] = None, extra: Sequence[str] = ()) -> List[str]:
+    """The command line ``python -m mim <command> <codebase> CONFIG --work-dir WORK_DIR [extra]
+    --cfg-options ...`` (run it from :data:`ROOT`)."""
+    return [sys.executable, "-m", "mim", command, codebase, config, "--work-dir", work_dir,
+            *extra, *_cfg_args(cfg_options or {})]
+
+
 def run_mim(codebase: str, command: str, config: str, work_dir: str,
             cfg_options: Optional[Dict[str, object]] = None, extra: Sequence[str] = (),
             verbose: bool = True, env: Optional[Dict[str, str]] = None,
             show: Callable[[str], str] = lambda line: line.rstrip()[-160:]) -> str:
-    """``mim <command> <codebase> CONFIG --work-dir WORK_DIR [extra] --cfg-options ...`` in
-    a subprocess; returns its whole output. ``verbose`` prints ``show(line)`` for every
-    progress line."""
-    cmd = [sys.executable, "-m", "mim", command, codebase, config, "--work-dir", work_dir,
-           *extra, *_cfg_args(cfg_options or {})]
+    """:func:`mim_command` in a subprocess; returns its whole output. ``verbose`` prints
+    ``show(line)`` for every progress line."""
+    cmd = mim_command(codebase, command, config, work_dir, cfg_options, extra)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []

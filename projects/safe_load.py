@@ -16,16 +16,26 @@ name is bound to :func:`history_buffer_method`, which only resolves
 The plugins call it when they are imported (through ``custom_imports``), i.e.
 before the Runner loads a checkpoint. Never set
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``: it turns the protection off for every file.
+
+:func:`register_safe_local_loader` replaces MMEngine's loader of local checkpoint files
+(``CheckpointLoader`` scheme ``''``: ``load_from``, ``--resume``, ``mim test --checkpoint``,
+``init_cfg=dict(type='Pretrained')``), which calls ``torch.load`` without
+``weights_only`` (safe only because torch >= 2.6 defaults to it) and lets a truncated or
+corrupted file fail with torch's ``PytorchStreamReader failed reading zip archive``,
+which names no file. Its loader passes ``weights_only=True`` and raises one error that
+names the file and what to do.
 """
 from __future__ import annotations
 
+import os.path as osp
 import pickle
 from typing import Any, Callable, List, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["register_mmengine_safe_globals", "mmengine_safe_globals", "history_buffer_method"]
+__all__ = ["register_mmengine_safe_globals", "mmengine_safe_globals", "history_buffer_method",
+           "load_local_checkpoint", "register_safe_local_loader", "check_backbone_state"]
 
 # dtypes of the numpy arrays and scalars a HistoryBuffer / MessageHub holds:
 # ``np.append`` of Python floats and ints gives float64 / int64 arrays; the
@@ -85,3 +95,72 @@ def register_mmengine_safe_globals() -> None:
     if not _registered:
         torch.serialization.add_safe_globals(mmengine_safe_globals())
         _registered = True
+
+
+def load_local_checkpoint(filename: str, map_location=None) -> Any:
+    """MMEngine's local checkpoint loader with ``weights_only=True`` explicit and one
+    clear error for a missing, truncated, corrupted or not allowlisted file."""
+    from rescalenet.checkpoint import CheckpointError
+
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f"checkpoint {filename!r} does not exist")
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint {filename!r} holds objects that torch.load(weights_only=True) refuses "
+            f"({str(e).splitlines()[0][:300]}): load only checkpoints you trust, and never with "
+            "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD; an MMEngine checkpoint needs its plugin imported "
+            "(custom_imports) for its allowlist") from e
+    except Exception as e:  # RuntimeError (zip archive), EOFError, ...
+        raise CheckpointError(
+            f"checkpoint {filename!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}): the "
+            "file is truncated or corrupted (a job killed while writing it?); use an earlier checkpoint of its "
+            "work_dir (--resume with no path reads work_dir/last_checkpoint)") from e
+
+
+_loader_registered = False
+
+
+def register_safe_local_loader() -> None:
+    """Make :func:`load_local_checkpoint` MMEngine's loader of local files (idempotent)."""
+    global _loader_registered
+    if not _loader_registered:
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        CheckpointLoader.register_scheme(prefixes="", loader=load_local_checkpoint, force=True)
+        _loader_registered = True
+
+
+def check_backbone_state(module: torch.nn.Module, state_dict, prefix: str) -> None:
+    """Refuse to load into ``module`` (a RescaleNet backbone, at ``prefix`` of the model
+    being loaded) a state dict that holds some of its weights but not all of them, or
+    with other shapes: a checkpoint of another depth, width or multiplier. MMEngine loads
+    ``load_from``, ``mim test --checkpoint`` and ``--resume`` checkpoints with
+    ``strict=False``, which only logs a warning and goes on with a partly random backbone.
+    Only the load of a whole model (``prefix`` such as ``'backbone.'``) is checked: a direct
+    ``backbone.load_state_dict(...)`` keeps its own ``strict`` (the 2D -> 3D inflation loads
+    a subset on purpose). A state dict with none of the backbone's keys is left to the
+    caller (MMEngine warns about the missing keys). Normalized networks are refused, as
+    by the core loader."""
+    from rescalenet.checkpoint import CheckpointError, refuse_normalized_network
+
+    theirs = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not prefix or not theirs:
+        return
+    name = type(module).__name__
+    refuse_normalized_network(list(theirs), f"the state_dict loaded into {name}")
+    own = module.state_dict()
+    missing = sorted(own.keys() - theirs.keys())
+    unexpected = sorted(theirs.keys() - own.keys())
+    shapes = [f"{k}: {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(own.keys() & theirs.keys())
+              if hasattr(theirs[k], "shape") and tuple(theirs[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        config = ", ".join(f"{a}={getattr(module, a)!r}" for a in ("depth", "groups", "base_width", "multiplier")
+                           if hasattr(module, a))
+        raise CheckpointError(
+            f"the checkpoint's {prefix or ''}weights do not fit {name}({config}): {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(shapes)} of another "
+            f"shape (e.g. {shapes[:2]}): a checkpoint of another depth, width or multiplier. Load a checkpoint "
+            "trained with this backbone configuration (MMEngine would load it partly, with a warning only)")

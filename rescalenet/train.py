@@ -17,9 +17,16 @@ classifier (RescaleNets and the basic-block baselines, as the official BN baseli
 ``--mixup ALPHA`` with no dropout. The first training batches calibrate the AddBias means
 (8 steps), as in the official code; a resumed run never recalibrates.
 
-Checkpoints (``OUTPUT/last.pth`` every epoch, ``OUTPUT/best.pth`` at the best validation
-top-1) are loadable with ``torch.load(path, weights_only=True)``; their layout is in
-:mod:`rescalenet.training.checkpoint_io`. ``state_dict`` loads into
+Checkpoints (``OUTPUT/last.pth`` every epoch, and every ``--save-every-steps`` steps;
+``OUTPUT/best.pth`` at the best validation top-1) are written atomically and are loadable
+with ``torch.load(path, weights_only=True)``; their layout is in
+:mod:`rescalenet.training.checkpoint_io`. A run killed at any moment and restarted with
+``--resume auto`` goes on from the last checkpoint, in the middle of an epoch too, with
+the batches and random draws of the uninterrupted run (bitwise the same model with
+``--workers 0``; worker processes keep random states that are not saved, see
+``docs/reliability.md``), and an AddBias calibration that was under way goes on
+where it stopped. A non-finite loss stops the run with the step and the loss, before
+anything of that step is saved. ``state_dict`` loads into
 ``rescalenet.create_model(arch, **model_kwargs)`` and, with ``strict=False`` (no head),
 into the detection and video backbones.
 
@@ -30,6 +37,7 @@ training steps: every epoch, and every ``--val-every-steps``), TensorBoard event
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import random
@@ -46,19 +54,26 @@ from .blocks import BLOCK_MULTIPLIERS
 from .layers import AddBias
 from .registry import create_model
 from .resnet import SHORTCUT_POOLS
+from .checkpoint import CheckpointError, extract_state_dict, read_checkpoint
 from .training import (
     TRAIN_AUGMENTATIONS,
     CurveLog,
     Dist,
+    EpochProgress,
     Logger,
+    UnreadableImageError,
     WarmupSchedule,
+    all_gather,
     build_loaders,
     evaluate,
     image_folder,
     image_transform,
     init_distributed,
     load_training_checkpoint,
+    remove_partial_writes,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
     train_one_epoch,
 )
 
@@ -91,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="runs/train", help="checkpoints and logs")
     p.add_argument("--epochs", type=int, default=100, help="epochs AFTER the warm-up (official: 100)")
     p.add_argument("--warmup-epochs", type=int, default=5, help="linear warm-up epochs")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="a linear warm-up of that many steps inside --epochs instead (with --warmup-epochs 0; "
+                        "for short runs)")
     p.add_argument("--schedule", default="step", choices=["step", "cosine"])
     p.add_argument("--milestones", type=int, nargs="*", default=[30, 60, 90],
                    help="step decay epochs, counted after the warm-up")
@@ -119,8 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", default="", help="checkpoint to resume from; 'auto' = OUTPUT/last.pth if it exists")
+    p.add_argument("--save-every-steps", type=int, default=0, metavar="K",
+                   help="also save OUTPUT/last.pth every K training steps, for an exact resume in the "
+                        "middle of an epoch (0: at epoch ends only)")
     p.add_argument("--evaluate", action="store_true", help="only evaluate (with --resume or --weights)")
-    p.add_argument("--weights", default="", help="initial model weights (a checkpoint written by this script)")
+    p.add_argument("--weights", default="",
+                   help="initial model weights: a checkpoint of this script, a RescaleNet state_dict or the "
+                        "official code's ckpt.t7 (same architecture)")
     p.add_argument("--limit-train-batches", type=int, default=0, help="cap the steps per epoch (0: all)")
     p.add_argument("--limit-eval-batches", type=int, default=0, help="cap the validation / test batches (0: all)")
     p.add_argument("--val-every-steps", type=int, default=0,
@@ -137,7 +160,9 @@ def check_args(args: argparse.Namespace) -> None:
     errors = []
     rescalenet = args.arch in RESCALENETS
     if not (rescalenet or is_baseline(args.arch)):
-        errors.append(f"--arch {args.arch!r} is unknown; choose from {RESCALENETS + list_baselines()}")
+        close = difflib.get_close_matches(args.arch, RESCALENETS + list_baselines(), n=3)
+        errors.append(f"--arch {args.arch!r} is unknown" + (f"; did you mean {', '.join(close)}?" if close else "")
+                      + " (all: rescalenet.list_models(kind='2d') and rescalenet.baselines.list_baselines())")
     if not os.path.isdir(args.data):
         errors.append(f"--data {args.data!r} is not a directory")
     else:
@@ -148,6 +173,10 @@ def check_args(args: argparse.Namespace) -> None:
         errors.append(f"--epochs must be >= 1, got {args.epochs}")
     if args.warmup_epochs < 0:
         errors.append(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    if args.warmup_steps < 0:
+        errors.append(f"--warmup-steps must be >= 0, got {args.warmup_steps}")
+    if args.warmup_steps and args.warmup_epochs:
+        errors.append("--warmup-steps needs --warmup-epochs 0 (give the warm-up in epochs or in steps)")
     if args.batch_size < 1:
         errors.append(f"--batch-size must be >= 1, got {args.batch_size}")
     if list(args.milestones) != sorted(args.milestones) or any(m <= 0 for m in args.milestones):
@@ -166,6 +195,8 @@ def check_args(args: argparse.Namespace) -> None:
         errors.append(f"--calibration-steps must be >= 0, got {args.calibration_steps}")
     if args.rescale_c is not None and args.rescale_c < 0:
         errors.append(f"--rescale-c must be >= 0, got {args.rescale_c}")
+    if args.save_every_steps < 0:
+        errors.append(f"--save-every-steps must be >= 0, got {args.save_every_steps}")
     rescale_options = [flag for flag, used in (
         ("--multiplier", args.multiplier != "scalar"), ("--rescale-c", args.rescale_c is not None),
         ("--calibration-steps", args.calibration_steps != 8), ("--no-depth-init", args.no_depth_init),
@@ -233,6 +264,42 @@ def build_datasets(args):
     return train, splits.get("val"), splits.get("test")
 
 
+def load_weights(model: nn.Module, path: str, arch: str, state: Optional[Dict] = None) -> None:
+    """Load ``path`` (already read: ``state``) into ``model``, or stop with one error naming
+    the file: a BatchNorm network's weights, another architecture or depth."""
+    try:
+        if state is None:
+            state = extract_state_dict(read_checkpoint(path), source=repr(path))
+        model.load_state_dict(state)
+    except CheckpointError as e:
+        raise SystemExit(f"rescalenet.train: error: {e}") from None
+    except RuntimeError:  # missing / unexpected keys, shape mismatches
+        own = model.state_dict()
+        missing = sorted(own.keys() - state.keys())
+        unexpected = sorted(state.keys() - own.keys())
+        shapes = [k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)]
+        raise SystemExit(f"rescalenet.train: error: {path!r} does not fit --arch {arch} with these options: "
+                         f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. "
+                         f"{unexpected[:2]}) and {len(shapes)} differently shaped (e.g. {sorted(shapes)[:2]}) "
+                         "entries: a checkpoint of another architecture, depth or width; pass the --arch (and "
+                         "options) it was trained with") from None
+
+
+def check_mid_epoch_resume(ckpt: Dict, path: str, num_images: int, world_size: int, steps: int) -> None:
+    """A checkpoint from the middle of an epoch resumes exactly only on the same data,
+    processes and steps per epoch: refuse anything else clearly."""
+    where = f"{path!r} was saved in the middle of epoch {int(ckpt['epoch']) + 1} (step {ckpt['step_in_epoch']})"
+    if ckpt.get("num_train_images", num_images) != num_images:
+        raise SystemExit(f"rescalenet.train: error: {where} with {ckpt['num_train_images']} training images; "
+                         f"the training folder now has {num_images}: restore the data it was trained on")
+    if len(ckpt.get("ranks", [None] * world_size)) != world_size:
+        raise SystemExit(f"rescalenet.train: error: {where} by {len(ckpt['ranks'])} process(es): resume it "
+                         f"with as many (now {world_size})")
+    if int(ckpt["step_in_epoch"]) >= steps:
+        raise SystemExit(f"rescalenet.train: error: {where}, but an epoch now has {steps} steps "
+                         "(--batch-size or --limit-train-batches changed): resume with the same options")
+
+
 @dataclass
 class Result:
     model: nn.Module
@@ -251,6 +318,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
     device = torch.device(f"cuda:{d.local_rank}" if device_type == "cuda" else "cpu")
     try:
         return _run(args, d, device)
+    except FloatingPointError as e:
+        last = os.path.join(args.output, "last.pth")
+        saved = (f"{last} holds the last checkpoint before it (best.pth the best validation top-1)"
+                 if os.path.isfile(last) else "no checkpoint had been saved yet")
+        raise SystemExit(
+            f"rescalenet.train: error: training diverged: {e}. Nothing of that step was saved; {saved}. "
+            "Lower --lr (or --base-lr) or lengthen the warm-up and start again (--resume keeps the "
+            "checkpoint's learning rate)") from None
+    except UnreadableImageError as e:
+        # (raised in a loader worker, the message ends with the worker's traceback's last line)
+        message = str(e).strip().splitlines()[-1].split("UnreadableImageError: ")[-1]
+        raise SystemExit(f"rescalenet.train: error: {message}") from None
     finally:
         if d.owns_group:
             dist.destroy_process_group()
@@ -265,6 +344,9 @@ def _run(args, d: Dist, device) -> Result:
     if resume == "auto":
         auto = os.path.join(args.output, "last.pth")
         resume = auto if os.path.isfile(auto) else ""
+        if d.main:
+            for stale in remove_partial_writes(args.output):
+                print(f"note: removed {stale}, a checkpoint whose writing was interrupted", flush=True)
     ckpt = load_training_checkpoint(resume) if resume else None
     if ckpt is not None and ckpt.get("arch") != args.arch:
         raise SystemExit(f"rescalenet.train: error: {resume!r} holds a {ckpt.get('arch')!r} model, "
@@ -277,9 +359,9 @@ def _run(args, d: Dist, device) -> Result:
         print(f"note: --drop-conv does not apply to {args.arch}; it gets drop-fc {args.drop_fc} only", flush=True)
     model = build_model(args.arch, **kwargs)
     if args.weights:
-        model.load_state_dict(load_training_checkpoint(args.weights)["state_dict"])
+        load_weights(model, args.weights, args.arch)
     if ckpt is not None:
-        model.load_state_dict(ckpt["state_dict"])  # AddBias buffers: calibrated, never redone
+        load_weights(model, resume, args.arch, ckpt["state_dict"])  # AddBias buffers: calibration goes on, never redone
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -292,7 +374,7 @@ def _run(args, d: Dist, device) -> Result:
                                                 d.rank, d.world_size, pin=device.type == "cuda")
     steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
     schedule = WarmupSchedule(optimizer, steps, args.epochs, args.warmup_epochs, args.schedule,
-                              args.milestones, args.gamma)
+                              args.milestones, args.gamma, warmup_steps=args.warmup_steps)
     use_fp16 = args.amp and args.amp_dtype == "fp16" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
     amp_dtype = torch.float16 if use_fp16 else torch.bfloat16
@@ -300,13 +382,16 @@ def _run(args, d: Dist, device) -> Result:
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp)
 
-    start_epoch, best = 0, 0.0
+    start_epoch, start_step, best = 0, 0, 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, best = int(ckpt["epoch"]), float(ckpt.get("best_acc1", 0.0))
+        start_step = int(ckpt.get("step_in_epoch", 0))
+        if start_step:
+            check_mid_epoch_resume(ckpt, resume, len(train_set), d.world_size, steps)
 
     net = model
     if d.enabled:
@@ -317,15 +402,25 @@ def _run(args, d: Dist, device) -> Result:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[d.local_rank] if device.type == "cuda" else None, broadcast_buffers=has_bn)
     torch.manual_seed(args.seed + d.rank)  # different dropout / mixup draws per rank
+    progress = None  # the running sums of an epoch resumed in its middle
+    ranks = ckpt.get("ranks") if ckpt is not None else None
+    if ranks and len(ranks) == d.world_size:  # the batches and random draws of the uninterrupted run
+        mine = ranks[d.rank]
+        set_rng_state(mine["rng"])
+        sampler.resume(mine["sampler"], start_step * args.batch_size)
+        if start_step:
+            progress = EpochProgress(**mine["progress"])
 
     total_epochs = args.warmup_epochs + args.epochs
     if d.main:
         n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        warmup = f"{args.warmup_steps} warm-up steps in" if args.warmup_steps else f"{args.warmup_epochs} warm-up +"
         print(f"{args.arch}: {n_params:.2f} M parameters, {num_classes} classes, {len(train_set)} training images; "
               f"{d.world_size} process(es) x batch {args.batch_size}, lr {lr:g}, "
-              f"{args.warmup_epochs} warm-up + {args.epochs} epochs ({args.schedule}), "
+              f"{warmup} {args.epochs} epochs ({args.schedule}), "
               f"drop_conv {args.drop_conv}, drop_fc {args.drop_fc}, mixup {args.mixup}, device {device}"
-              + (f"; resumed from {resume} at epoch {start_epoch}" if ckpt is not None else ""), flush=True)
+              + (f"; resumed from {resume} at epoch {start_epoch}"
+                 + (f", step {start_step}" if start_step else "") if ckpt is not None else ""), flush=True)
 
     if args.evaluate:
         metrics = evaluate(net, val_loader, args, d, device, autocast)
@@ -336,21 +431,48 @@ def _run(args, d: Dist, device) -> Result:
     logger = Logger(args.output, d.main, not args.no_tensorboard)
     curve = CurveLog(os.path.join(args.output, "curve.csv"), steps, d.main)
 
-    def validate_every(epoch: int):
+    def checkpoint(epoch_done: int, step_in_epoch: int, progress: Optional[EpochProgress]) -> Dict:
+        """The state to save (every rank takes part: each one's random states are kept)."""
+        # at an epoch end, the order of the next epoch (drawn after the loader's base-seed draw)
+        order = sampler.state_dict() if step_in_epoch else sampler.next_epoch_state(
+            0 if loader.persistent_workers else 1)
+        own = dict(rng=rng_state(), sampler=order, progress=(progress or EpochProgress()).state_dict())
+        return {
+            "state_dict": model.state_dict(),
+            "arch": args.arch,
+            "model_kwargs": kwargs,
+            "epoch": epoch_done,
+            "step_in_epoch": step_in_epoch,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "best_acc1": best,
+            "classes": list(train_set.classes),
+            "num_train_images": len(train_set),
+            "ranks": all_gather(own, d),
+            "args": {k: v for k, v in vars(args).items()},
+        }
+
+    def after_step_of(epoch: int, progress: EpochProgress):
         def after_step(i: int) -> None:
-            if args.val_every_steps and (i + 1) % args.val_every_steps == 0 and i + 1 < steps:
+            if val_loader is not None and args.val_every_steps and (i + 1) % args.val_every_steps == 0 \
+                    and i + 1 < steps:
                 curve.log(epoch, i + 1, evaluate(net, val_loader, args, d, device, autocast))
-        return after_step if val_loader is not None and args.val_every_steps else None
+            if args.save_every_steps and schedule.last_step % args.save_every_steps == 0 and i + 1 < steps:
+                state = checkpoint(epoch, i + 1, progress)
+                if d.main:
+                    save_checkpoint(os.path.join(args.output, "last.pth"), state)
+        return after_step
 
     has_addbias = any(isinstance(m, AddBias) for m in model.modules())
     was_calibrated = is_calibrated(model) if has_addbias else True
     last: Dict = {}
     try:
         for epoch in range(start_epoch, total_epochs):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            progress = progress if epoch == start_epoch and progress is not None else EpochProgress()
             metrics = train_one_epoch(net, loader, optimizer, schedule, scaler, args, d, device, epoch, autocast,
-                                      validate_every(epoch))
+                                      after_step_of(epoch, progress), progress)
             if has_addbias and not was_calibrated and is_calibrated(model):
                 was_calibrated = True
                 if d.main:
@@ -363,22 +485,11 @@ def _run(args, d: Dist, device) -> Result:
             acc = metrics.get("val_acc1", metrics["train_acc1"])
             is_best = acc > best
             best = max(best, acc)
+            state = checkpoint(epoch + 1, 0, None)
             if d.main:
                 logger.log(metrics)
                 print(f"epoch {epoch + 1}/{total_epochs}: " + " ".join(
                     f"{k} {metrics[k]:.4g}" for k in Logger.FIELDS[1:] if k in metrics), flush=True)
-                state = {
-                    "state_dict": model.state_dict(),
-                    "arch": args.arch,
-                    "model_kwargs": kwargs,
-                    "epoch": epoch + 1,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": schedule.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "best_acc1": best,
-                    "classes": list(train_set.classes),
-                    "args": {k: v for k, v in vars(args).items()},
-                }
                 save_checkpoint(os.path.join(args.output, "last.pth"), state)
                 if is_best:
                     save_checkpoint(os.path.join(args.output, "best.pth"), state)

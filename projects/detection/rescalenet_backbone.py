@@ -26,6 +26,8 @@ from mmdet.registry import MODELS
 from rescalenet import ARCH_SETTINGS, RescaleNet
 from rescalenet.checkpoint import drop_head, extract_state_dict
 
+from ..safe_load import check_backbone_state
+
 __all__ = ["RescaleNetBackbone", "backbone_state_dict"]
 
 # Arguments of mmdet's ResNet that have no meaning for a network without
@@ -144,6 +146,11 @@ class RescaleNetBackbone(RescaleNet, BaseModule):
         self.depth = depth
         self.init_cfg = copy.deepcopy(init_cfg)
         self.set_grad_checkpointing(with_cp)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # MMEngine loads with strict=False: refuse a checkpoint of another depth / width here
+        check_backbone_state(self, state_dict, prefix)
 
     def init_weights(self) -> None:
         """RescaleNet's init (``reset_parameters``), then any non-``Pretrained``

@@ -24,6 +24,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch import Tensor
 
 from mmaction.registry import MODELS
+from projects.safe_load import check_backbone_state
 from rescalenet.checkpoint import extract_state_dict as read_state_dict
 from rescalenet.resnet3d import RescaleNet3d
 
@@ -70,6 +71,11 @@ class RescaleResNet3d(RescaleNet3d, BaseModule):
         self.pretrained = pretrained
         self.pretrained2d = pretrained2d
         self.set_grad_checkpointing(with_cp)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # MMEngine loads with strict=False: refuse a checkpoint of another depth / width here
+        check_backbone_state(self, state_dict, prefix)
 
     def init_weights(self) -> None:
         if self.pretrained:

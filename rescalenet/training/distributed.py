@@ -8,7 +8,7 @@ from typing import List
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "init_distributed", "all_reduce_sum"]
+__all__ = ["Dist", "init_distributed", "all_reduce_sum", "all_gather"]
 
 
 @dataclass
@@ -47,3 +47,12 @@ def all_reduce_sum(values: List[float], d: Dist, device) -> List[float]:
     if d.enabled:
         dist.all_reduce(t)
     return t.tolist()
+
+
+def all_gather(obj, d: Dist) -> List:
+    """``obj`` of every process, in rank order (``[obj]`` without a process group)."""
+    if not d.enabled:
+        return [obj]
+    out: List = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out

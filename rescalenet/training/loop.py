@@ -6,6 +6,7 @@ import csv
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -13,16 +14,16 @@ import torch.nn.functional as F
 
 from .distributed import Dist, all_reduce_sum
 
-__all__ = ["Progress", "Logger", "CurveLog", "mixup_batch", "train_one_epoch", "evaluate"]
+__all__ = ["Progress", "Logger", "CurveLog", "EpochProgress", "mixup_batch", "train_one_epoch", "evaluate"]
 
 
 class Progress:
     """tqdm bar when available (and wanted), plain lines every ``freq`` steps otherwise."""
 
-    def __init__(self, total: int, desc: str, mode: str, freq: int, enabled: bool):
+    def __init__(self, total: int, desc: str, mode: str, freq: int, enabled: bool, start: int = 0):
         self.total, self.desc, self.freq, self.enabled = total, desc, max(1, freq), enabled
         self.bar = None
-        self.n = 0
+        self.n = start
         if enabled and mode in ("auto", "tqdm"):
             try:
                 from tqdm import tqdm
@@ -31,7 +32,7 @@ class Progress:
                     print("tqdm is not installed: plain progress lines", flush=True)
             else:
                 if mode == "tqdm" or sys.stderr.isatty():
-                    self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True)
+                    self.bar = tqdm(total=total, initial=start, desc=desc, dynamic_ncols=True)
 
     def update(self, **metrics) -> None:
         self.n += 1
@@ -113,17 +114,35 @@ def mixup_batch(x, y, alpha: float):
     return lam * x + (1 - lam) * x[perm], y[perm], lam
 
 
+@dataclass
+class EpochProgress:
+    """The running sums of a training epoch: a mid-epoch checkpoint saves them, so that a
+    resumed epoch reports the loss, accuracy and speed the uninterrupted one would."""
+
+    step: int = 0  # optimizer steps done in this epoch
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    elapsed: float = 0.0  # training seconds, evaluation pauses excluded
+
+    def state_dict(self) -> Dict:
+        return asdict(self)
+
+
 def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, device, epoch, autocast,
-                    after_step: Optional[Callable[[int], None]] = None):
-    """One epoch; ``after_step(i)`` is called after the ``i``-th optimizer step (0-based)
-    and may evaluate (the time it takes is not counted in the epoch's images/s)."""
+                    after_step: Optional[Callable[[int], None]] = None,
+                    progress: Optional[EpochProgress] = None):
+    """One epoch, or what is left of it after ``progress.step`` steps (a resumed run:
+    the loader's sampler then starts at that step). ``after_step(i)`` is called after the
+    ``i``-th optimizer step (0-based), with ``progress`` up to date (it may evaluate and
+    checkpoint; the time it takes is not counted in the epoch's images/s)."""
     model.train()
+    progress = progress if progress is not None else EpochProgress()
     steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
-    prog = Progress(steps, f"epoch {epoch + 1}", args.progress, args.print_freq, d.main)
-    loss_sum, correct, seen = 0.0, 0.0, 0
-    t0 = time.perf_counter()
+    prog = Progress(steps, f"epoch {epoch + 1}", args.progress, args.print_freq, d.main, start=progress.step)
+    t0, elapsed0 = time.perf_counter(), progress.elapsed
     paused = 0.0
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(loader, start=progress.step):
         if i >= steps:
             break
         x = x.to(device, non_blocking=True)
@@ -140,7 +159,8 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
                 out = model(x)
                 loss = F.cross_entropy(out, y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} "
+                                     f"(training step {schedule.last_step})")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -150,9 +170,11 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
             loss.backward()
             optimizer.step()
         n = x.shape[0]
-        loss_sum += loss.item() * n
-        correct += (out.argmax(1) == y).sum().item()
-        seen += n
+        progress.step = i + 1
+        progress.loss_sum += loss.item() * n
+        progress.correct += (out.argmax(1) == y).sum().item()
+        progress.seen += n
+        progress.elapsed = elapsed0 + time.perf_counter() - t0 - paused
         prog.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
         if after_step is not None:
             t = time.perf_counter()
@@ -160,8 +182,8 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
             model.train()
             paused += time.perf_counter() - t
     prog.close()
-    elapsed = time.perf_counter() - t0 - paused
-    loss_sum, correct, seen = all_reduce_sum([loss_sum, correct, seen], d, device)
+    loss_sum, correct, seen = all_reduce_sum([progress.loss_sum, progress.correct, progress.seen], d, device)
+    elapsed = progress.elapsed
     return dict(train_loss=loss_sum / seen, train_acc1=100.0 * correct / seen, epoch_time_s=elapsed,
                 train_images_per_s=seen / elapsed, lr=optimizer.param_groups[0]["lr"], lr_ratio=lr_ratio)
 

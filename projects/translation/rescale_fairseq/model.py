@@ -40,6 +40,13 @@ from fairseq.models.transformer.transformer_legacy import (
 from rescalenet.layers import MULTIPLIERS
 from rescalenet.transformer import stack_sublayer_indices
 
+from .guards import (
+    check_finite_output,
+    check_restore_file,
+    check_vocabulary_sizes,
+    install_divergence_report,
+    training_state,
+)
 from .layers import (
     PreSublayerSlot,
     RescaleTransformerDecoderLayer,
@@ -223,7 +230,22 @@ class RescaleTransformerModel(TransformerModel):
     def build_model(cls, args, task):
         _rescale_defaults(args)
         check_rescale_args(args)
+        check_restore_file(args, task)  # fairseq-train: a truncated or mismatched checkpoint_last.pt
+        install_divergence_report(args)
         return super().build_model(args, task)
+
+    def set_num_updates(self, num_updates):
+        training_state["num_updates"] = num_updates  # for the divergence report
+        super().set_num_updates(num_updates)
+
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        probs = super().get_normalized_probs(net_output, log_probs, sample)
+        check_finite_output(self, probs)  # fairseq-train: stop at the first NaN output
+        return probs
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        check_vocabulary_sizes(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):
