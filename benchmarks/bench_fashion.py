@@ -10,7 +10,8 @@ Fashion-MNIST, every run through ``python -m rescalenet.train``.
     python benchmarks/bench_fashion.py --group cifar20 --quick   # smoke run: tiny budget, own folder
 
 Fairness: every method trains with the same recipe (batch 128, SGD 0.9, weight decay
-1e-4, cosine schedule without warm-up, Dropout2d 0.03 in stage 3 on and dropout 0.3
+1e-4, a linear warm-up over the first 5 % of the steps (the official 5 of 105 epochs)
+then cosine, Dropout2d 0.03 in stage 3 on and dropout 0.3
 before the classifier for every network, as the official RescaleNet recipe gives its BN
 baseline, padded random crop + flip, 28 px greyscale for the CIFAR layout and 32 px for
 the ImageNet layout) and gets its own learning rate: a sweep of 150 steps (19,200 images)
@@ -49,12 +50,20 @@ GROUPS: Dict[str, dict] = {
     "cifar56": dict(size=28, epochs=1, methods={k: v.format(a="cifar56") for k, v in _CIFAR_METHODS.items()}),
     "imagenet18": dict(size=32, epochs=1, methods={
         "RescaleNet": "rescalenet18", "BN": "resnet18", "GN": "gn_resnet18", "Fixup": "fixup_resnet18",
-        "SkipInit": "skipinit_resnet18", "plain": "plain_resnet18", "NF-ResNet-26": "nf_resnet26"}),
+        "SkipInit": "skipinit_resnet18", "plain": "plain_resnet18", "NF-ResNet-26": "nf_resnet26",
+        # the downsample question of the issue, on the network it was asked about
+        "RescaleNet, variance-preserving downsample": "rescalenet18 --shortcut-pool avg-vp"}),
 }
 SWEEP_LRS = (0.05, 0.1, 0.2)
 MAX_EXTENSIONS = 4  # a factor 2 each, past an edge that wins (a net that diverges gets down to lr / 16)
 SWEEP_STEPS = 150      # 19,200 images per lr, a cosine schedule over them
 VAL_EVERY = 105        # validation points per final epoch of 421 steps: the learning curve
+EPOCH_STEPS = 421      # 54,000 training images / batch 128, drop-last
+
+
+def warmup_steps(total: int) -> int:
+    """A linear warm-up over 5 % of a run's steps, the official recipe's share (5 of 105 epochs)."""
+    return max(1, round(0.05 * total))
 SEEDS = (0, 1, 2)
 # RescaleNet-20 (L = 9 blocks) ablations: name -> extra trainer flags
 ABLATIONS = {
@@ -155,10 +164,12 @@ def sweep(runner: Runner, group: str, method: str, arch: str, size: int) -> floa
     """The method's lr: one epoch per lr on the training split, the best final
     validation top-1; the grid is extended past an edge that wins (up to MAX_EXTENSIONS steps)."""
     lrs = list(SWEEP_LRS[:1] if runner.quick else SWEEP_LRS)
-    base = recipe(size) + ["--epochs", "1", "--seed", "0", "--limit-train-batches", str(SWEEP_STEPS)]
+    base = recipe(size) + ["--epochs", "1", "--seed", "0", "--limit-train-batches", str(SWEEP_STEPS),
+                           "--warmup-steps", str(warmup_steps(SWEEP_STEPS))]
 
     def run(lrs_):
-        runner.run_all([(runner.folder(group, method, f"sweep-lr{lr:g}"), arch, base + ["--lr", f"{lr:g}"])
+        name, *flags = arch.split()  # a model name, then any trainer flags of this method
+        runner.run_all([(runner.folder(group, method, f"sweep-lr{lr:g}"), name, base + ["--lr", f"{lr:g}"] + flags)
                         for lr in lrs_])
 
     run(lrs)
@@ -196,7 +207,7 @@ def final_runs(runner: Runner, group: str, method: str, arch: str, size: int, lr
     tasks = [(runner.folder(group, method, f"{tag}-lr{lr:g}-s{seed}"), arch,
               recipe(size) + ["--epochs", "1" if runner.quick else str(epochs), "--seed", str(seed),
                               "--lr", f"{lr:g}", "--test-dir", "test", "--val-every-steps", str(VAL_EVERY),
-                              *extra]) for seed in seeds]
+                              "--warmup-steps", str(warmup_steps(EPOCH_STEPS * epochs)), *extra]) for seed in seeds]
     runner.run_all(tasks)
     return [runner.result(t[0]) for t in tasks]
 
@@ -282,7 +293,7 @@ def run_group(runner: Runner, group: str, table_only: bool) -> str:
         lr = lrs[method]
         folders = [runner.folder(group, method, f"final-lr{lr:g}-s{s}") for s in SEEDS]
         runs = [runner.result(f) for f in folders] if table_only or lr != lr else \
-            final_runs(runner, group, method, arch, cfg["size"], lr, cfg["epochs"])
+            final_runs(runner, group, method, arch.split()[0], cfg["size"], lr, cfg["epochs"], arch.split()[1:])
         rows.append(dict(method=method, arch=arch, lr=lr, sweep=sweep_table(runner, group, method), runs=runs,
                          folders=folders))
     return summarize(runner, group, rows, None if runner.quick else os.path.join(ROOT, "docs", f"fashion_{group}_curves.png"))
@@ -315,7 +326,8 @@ def run_depth(runner: Runner, table_only: bool) -> str:
         for method in DEPTH["methods"]:
             name = _CIFAR_METHODS[method].format(a=arch)
             args = recipe(size) + ["--epochs", "1", "--seed", "0", "--lr", f"{DEPTH['lr']:g}", "--batch-size",
-                                   str(DEPTH["batch"]), "--limit-train-batches", str(DEPTH["steps"])]
+                                   str(DEPTH["batch"]), "--limit-train-batches", str(DEPTH["steps"]),
+                                   "--warmup-steps", str(warmup_steps(DEPTH["steps"]))]
             tasks.append((runner.folder("depth", arch, method), name, args))
         results = [runner.result(t[0]) for t in tasks] if table_only else runner.run_all(tasks)
         for method, res in zip(DEPTH["methods"], results):
