@@ -286,7 +286,7 @@ CASES: List[Case] = [
     Case("empty ImageFolder (train/ without class folders)", "train",
          lambda i: _train(i, i.empty_images()), "is not an ImageFolder"),
     Case("mislabelled ImageFolder (val/ classes differ from train/)", "train",
-         lambda i: _train(i, i.mislabelled_images()), "have different classes"),
+         lambda i: _train(i, i.mislabelled_images()), "have different class folders"),
     Case("corrupt image inside the ImageFolder", "train",
          lambda i: _train(i, i.corrupt_image()), "cannot read the image"),
     Case("truncated checkpoint: --resume", "train",
@@ -342,8 +342,7 @@ CASES: List[Case] = [
                                      os.path.join(i.fairseq_checkpoint(), "checkpoint_last.pt")),
          "binarized with other dictionaries"),
     Case("truncated checkpoint: fairseq-generate --path", "fairseq",
-         lambda i: _fairseq_generate(i, i.fairseq_data(), _truncated_fairseq_checkpoint(i)), "zip archive",
-         owner="fairseq"),
+         lambda i: _fairseq_generate(i, i.fairseq_data(), _truncated_fairseq_checkpoint(i)), "is truncated or corrupt"),
 ]
 
 

@@ -91,15 +91,22 @@ def run_command(cmd: Sequence[str], log: str, env: Dict[str, str], inject: str =
 
 # -- reading what a run left ---------------------------------------------------------
 def register_safe_globals() -> None:
-    """The allowlists the plugins register, so their checkpoints load with weights_only=True."""
+    """The allowlists the plugins register, so their checkpoints load with weights_only=True
+    (again at every load: see ``rescalenet.checkpoint.allow_globals``)."""
     from projects.safe_load import register_mmengine_safe_globals
 
     register_mmengine_safe_globals()
     try:
-        from projects.translation.rescale_fairseq.safe_globals import register_fairseq_safe_globals
+        from projects.translation import toy_task
     except ImportError:  # fairseq not installed
         return
-    register_fairseq_safe_globals()
+    toy_task.load_plugin().safe_globals.register_fairseq_safe_globals()
+
+
+def load_weights_only(path: str):
+    """``torch.load(path, weights_only=True)`` with the plugins' allowlists."""
+    register_safe_globals()
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def unloadable(folder: str) -> List[str]:
@@ -109,7 +116,7 @@ def unloadable(folder: str) -> List[str]:
         if not path.endswith((".pt", ".pth")):
             continue
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            load_weights_only(path)
         except Exception as e:  # truncated, corrupt, not allowlisted
             bad.append(f"{os.path.relpath(path, folder)} ({type(e).__name__})")
     return bad
@@ -177,7 +184,7 @@ def _train_command(data: str, work: str, resume: bool, lr: Optional[float] = Non
 
 
 def _train_final(work: str) -> Dict[str, torch.Tensor]:
-    return torch.load(os.path.join(work, "last.pth"), map_location="cpu", weights_only=True)["state_dict"]
+    return load_weights_only(os.path.join(work, "last.pth"))["state_dict"]
 
 
 def _train_resumed_from(log: str) -> str:
@@ -233,7 +240,7 @@ def _mm_path(name: str, codebase: str, stock: bool = False) -> Path:
                            dict(data_cfg_options(data), **options, **lr_options), ["--resume"] if resume else [])
 
     def final(work: str) -> Dict[str, torch.Tensor]:
-        return torch.load(last_checkpoint(work), map_location="cpu", weights_only=True)["state_dict"]
+        return load_weights_only(last_checkpoint(work))["state_dict"]
 
     def resumed_from(log: str) -> str:
         line = next((x for x in log.splitlines() if "resumed epoch" in x), "")
@@ -269,7 +276,7 @@ def _fairseq_path(name: str = "fairseq", rebuild_batches: bool = True) -> Path:
             *(["--update-epoch-batch-itr", "True"] if rebuild_batches else [])]
 
     def final(work: str) -> Dict[str, torch.Tensor]:
-        return torch.load(os.path.join(work, "checkpoint_last.pt"), map_location="cpu", weights_only=True)["model"]
+        return load_weights_only(os.path.join(work, "checkpoint_last.pt"))["model"]
 
     def resumed_from(log: str) -> str:
         line = next((x for x in log.splitlines() if "Loaded checkpoint" in x), "")
@@ -349,25 +356,35 @@ def run_point(path: Path, point: str, root: str, env: Dict[str, str], reference:
     return result
 
 
-def run_divergence(path: Path, root: str, env: Dict[str, str]) -> Dict:
-    """One run with ``path.diverging_lr``: it must stop with the step and the loss, and
-    leave only checkpoints with finite weights."""
-    work = os.path.join(root, "diverging")
+LATE_DIVERGENCE_STEP = 7  # after checkpoints at step 3 and 6 (and an epoch end's, with validation)
+
+
+def run_divergence(path: Path, root: str, env: Dict[str, str], late: bool = False) -> Dict:
+    """One run with ``path.diverging_lr`` (``late``: the default lr, and every weight set
+    to NaN after step :data:`LATE_DIVERGENCE_STEP`, once checkpoints exist): it must stop
+    with the step and the loss, and leave only checkpoints with finite weights."""
+    work = os.path.join(root, "diverging-late" if late else "diverging")
     shutil.rmtree(work, ignore_errors=True)
-    rc, out, _ = run_command(path.command(os.path.join(root, "data"), work, False, lr=path.diverging_lr),
-                             work + ".log", env)
+    lr = None if late else path.diverging_lr
+    rc, out, _ = run_command(path.command(os.path.join(root, "data"), work, False, lr=lr), work + ".log", env,
+                             inject=f"nan_after_step:{LATE_DIVERGENCE_STEP}" if late else "")
     files = [p for p in sorted(glob.glob(os.path.join(work, "**", "*.pt*"), recursive=True))
              if p.endswith((".pt", ".pth"))]
     non_finite = []
+    # fairseq's trainer dumps the failing state to crash.pt (any exception in a training
+    # step) for debugging; no resume reads it: reported apart from the checkpoints
+    dumps = [p for p in files if os.path.basename(p) == "crash.pt"]
+    files = [p for p in files if p not in dumps]
     for p in files:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = load_weights_only(p)
         state = state.get("state_dict", state.get("model", {}))
         bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
                and not torch.isfinite(v).all()]
         if bad:
             non_finite.append(f"{os.path.relpath(p, work)} ({len(bad)} tensors, e.g. {bad[0]})")
-    return dict(path=path.name, lr=path.diverging_lr, exit_code=rc, error=error_line(out),
-                checkpoints=[os.path.relpath(p, work) for p in files], non_finite=non_finite)
+    return dict(path=path.name, lr=lr, late=late, exit_code=rc, error=error_line(out),
+                checkpoints=[os.path.relpath(p, work) for p in files], non_finite=non_finite,
+                debug_dumps=[os.path.relpath(p, work) for p in dumps])
 
 
 def error_line(output: str) -> str:
@@ -447,11 +464,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             path.prepare(data)
             open(data + ".done", "w").close()
         if args.divergence:
-            done = os.path.join(root, "diverging.json")
-            if args.force or not os.path.exists(done):
-                print(f"[{name}] diverging run (lr {path.diverging_lr:g})", flush=True)
-                with open(done, "w") as f:
-                    json.dump(run_divergence(path, root, env), f, indent=1)
+            for late in (False, True):
+                done = os.path.join(root, "diverging-late.json" if late else "diverging.json")
+                if args.force or not os.path.exists(done):
+                    print(f"[{name}] diverging run ("
+                          + (f"weights set to NaN after step {LATE_DIVERGENCE_STEP})" if late
+                             else f"lr {path.diverging_lr:g})"), flush=True)
+                    with open(done, "w") as f:
+                        json.dump(run_divergence(path, root, env, late), f, indent=1)
             continue
         todo = [p for p in args.points if args.force or not os.path.exists(os.path.join(root, f"{p}.json"))]
         if not todo:
@@ -474,15 +494,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 def print_divergence(out: str, paths: Sequence[str]) -> None:
     rows = []
     for name in paths:
-        f = os.path.join(out, name, "diverging.json")
-        if os.path.exists(f):
+        for f in (os.path.join(out, name, "diverging.json"), os.path.join(out, name, "diverging-late.json")):
+            if not os.path.exists(f):
+                continue
             with open(f) as fh:
                 r = json.load(fh)
-            rows.append([name, f"{r['lr']:g}", r["exit_code"], r["error"][:300],
-                         ", ".join(r["non_finite"]) or f"none ({len(r['checkpoints'])} checkpoints, all finite)"])
+            how = f"NaN weights after step {LATE_DIVERGENCE_STEP}" if r.get("late") else f"lr {r['lr']:g}"
+            rows.append([name, how, r["exit_code"], r["error"][:300],
+                         ", ".join(r["non_finite"]) or (f"none of {len(r['checkpoints'])}: " + (", ".join(r["checkpoints"]) or "-")),
+                         ", ".join(r.get("debug_dumps", [])) or "none"])
     if rows:
-        print(table(["path", "lr", "exit code", "the message it stops with", "checkpoints with NaN/inf weights"],
-                    rows))
+        print(table(["path", "divergence", "exit code", "the message it stops with", "checkpoints with NaN/inf weights",
+                     "framework's debug dump"], rows))
 
 
 if __name__ == "__main__":

@@ -85,16 +85,13 @@ def mmengine_safe_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
     return out
 
 
-_registered = False
-
-
 def register_mmengine_safe_globals() -> None:
     """Allowlist :func:`mmengine_safe_globals` for ``torch.load(weights_only=True)``
-    (idempotent)."""
-    global _registered
-    if not _registered:
-        torch.serialization.add_safe_globals(mmengine_safe_globals())
-        _registered = True
+    (idempotent; :func:`load_local_checkpoint` calls it again before every load, see
+    :func:`rescalenet.checkpoint.allow_globals`)."""
+    from rescalenet.checkpoint import allow_globals
+
+    allow_globals(mmengine_safe_globals())
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> Any:
@@ -105,6 +102,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> Any:
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"checkpoint {filename!r} does not exist")
+    register_mmengine_safe_globals()  # again: another library's safe_globals block may have removed them
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:

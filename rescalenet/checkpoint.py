@@ -39,6 +39,7 @@ __all__ = [
     "OFFICIAL_KEY_MAP",
     "WRAPPER_KEYS",
     "HEAD_PREFIXES",
+    "allow_globals",
 ]
 
 WRAPPER_KEYS = ("state_dict", "model", "net")
@@ -53,6 +54,18 @@ OFFICIAL_KEY_MAP = {
 }
 _NORM_KEY = re.compile(r"(^|\.)(bn\d*|downsample\.1|norm\d*|gn\d*)\.(weight|bias|running_mean|running_var)$"
                        r"|(running_mean|running_var|num_batches_tracked)$")
+
+
+def allow_globals(safe_globals: Sequence[Any]) -> None:
+    """Allowlist ``safe_globals`` for ``torch.load(weights_only=True)``, adding only what
+    is missing. Call it right before a load, not once per process: a
+    ``torch.serialization.safe_globals([...])`` block (timm's ``load_checkpoint`` opens one
+    for ``argparse.Namespace``) removes its globals from the allowlist when it exits, even
+    the ones that were allowlisted before it."""
+    allowed = torch.serialization.get_safe_globals()
+    missing = [g for g in safe_globals if g not in allowed]
+    if missing:
+        torch.serialization.add_safe_globals(missing)
 
 
 class CheckpointError(ValueError):

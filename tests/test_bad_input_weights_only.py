@@ -146,8 +146,12 @@ def test_fairseq_loaders_refuse(hostile):
     pytest.importorskip("fairseq")
     from fairseq import checkpoint_utils
 
-    import projects.translation.rescale_fairseq  # noqa: F401  (its allowlist: argparse.Namespace only)
-    from projects.translation.rescale_fairseq.average_checkpoints import average_checkpoints
+    from projects.translation.toy_task import load_plugin
+
+    import importlib
+
+    load_plugin()  # (its allowlist: argparse.Namespace only)
+    average_checkpoints = importlib.import_module("rescale_fairseq.average_checkpoints").average_checkpoints
 
     with pytest.raises(Exception, match="(?i)unsupported global"):
         checkpoint_utils.load_checkpoint_to_cpu(hostile["fairseq"])  # fairseq-generate, --restore-file

@@ -225,6 +225,24 @@ def test_pretrained_checkpoint_of_wrong_depth_raises(tmp_path):
         backbone.init_weights()
 
 
+def test_the_mmengine_loader_survives_a_safe_globals_block_elsewhere(tmp_path):
+    """A ``torch.serialization.safe_globals([...])`` block removes its globals from the
+    allowlist on exit, even those allowlisted before it; MMEngine's local loader (replaced
+    by the plugin) allowlists again before every load."""
+    from mmengine.logging import HistoryBuffer, MessageHub
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    hub = MessageHub("test_detection_safe_load_block")
+    hub.update_scalar("train/loss", 0.5)
+    path = tmp_path / "iter_3.pth"
+    torch.save(dict(message_hub=hub.state_dict(), state_dict={"w": torch.ones(2)}), path)
+    with torch.serialization.safe_globals([HistoryBuffer]):
+        pass
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()  # (torch's behaviour)
+    loaded = CheckpointLoader.load_checkpoint(str(path), map_location="cpu")  # load_from, --resume, mim test
+    assert isinstance(loaded["message_hub"]["log_scalars"]["train/loss"], HistoryBuffer)
+
+
 def test_safe_globals_load_history_buffers_and_refuse_the_rest(tmp_path):
     from mmengine.logging import HistoryBuffer, MessageHub
 

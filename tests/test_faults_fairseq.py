@@ -13,7 +13,9 @@ import torch
 
 pytest.importorskip("fairseq")
 
-from projects.translation.rescale_fairseq import guards  # noqa: E402
+from projects.translation.toy_task import load_plugin  # noqa: E402
+
+guards = load_plugin().guards  # (imported as fairseq does: the model is registered once)
 
 
 @pytest.fixture
@@ -91,6 +93,10 @@ def test_divergence_report_names_the_update_after_fairseqs_traceback(tmp_path, i
     err = capsys.readouterr().err
     assert "diverged at update 7: gradients are Nan/Inf" in err and os.path.join(str(tmp_path), "crash.pt") in err
     assert "debugging only" in err
+    assert f"no checkpoint had been saved in {tmp_path} yet" in err  # (none written before the failure)
+    (tmp_path / "checkpoint_last.pt").write_bytes(b"")
+    hook(FloatingPointError, FloatingPointError("gradients are Nan/Inf"), None)
+    assert f"checkpoint_last.pt in {tmp_path} holds an earlier save" in capsys.readouterr().err
     hook(ValueError, ValueError("unrelated"), None)
     assert capsys.readouterr().err == ""
 

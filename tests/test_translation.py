@@ -339,6 +339,7 @@ def test_weights_only_loading_allowlists_fairseq_objects_only(tmp_path):
     path = tmp_path / "ckpt.pt"
     # what fairseq-train's checkpoints hold beyond tensors (see safe_globals.py)
     torch.save({"args": None, "cfg": {"model": argparse.Namespace(arch="rescale_transformer", dropout=0.1)}}, path)
+    plugin.safe_globals.register_fairseq_safe_globals()
     state = torch.load(path)  # weights_only=True is torch's default
     assert state["cfg"]["model"].arch == "rescale_transformer"
     assert "argparse.Namespace" in plugin.safe_globals.fairseq_safe_globals_names()
@@ -373,6 +374,7 @@ def test_average_checkpoints_means_weights_and_refuses_uncalibrated_inputs(tmp_p
                     "last_optimizer_state": {"step": i}}, paths[i])
     out = tmp_path / "averaged.pt"
     average.main(["--inputs", str(tmp_path), "--num-update-checkpoints", "2", "--output", str(out)])
+    average.register_fairseq_safe_globals()
     avg = torch.load(out)  # weights_only: loads with the plugin's allowlist
     assert avg["last_optimizer_state"] == {"step": 2}  # the newest input comes first
     for key, value in avg["model"].items():
@@ -443,3 +445,23 @@ def test_bfloat16_paths_autocast_and_cast_model():
         low = _forward(copy.deepcopy(model).to(torch.bfloat16), src, tgt)
     assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_the_plugins_reader_survives_a_safe_globals_block_elsewhere(tmp_path):
+    """timm's load_checkpoint opens ``torch.serialization.safe_globals([argparse.Namespace])``,
+    whose exit removes Namespace from the allowlist even when it was there before: after any
+    timm checkpoint load, fairseq checkpoints stopped loading in that process. The plugin's
+    reader allowlists again before every load."""
+    _plugin()
+    from fairseq import checkpoint_utils
+
+    path = tmp_path / "checkpoint_last.pt"
+    torch.save({"args": None, "cfg": {"model": argparse.Namespace(arch="rescale_transformer")},
+                "model": {"w": torch.ones(2)}, "extra_state": {"epoch": 1}, "last_optimizer_state": {},
+                "optimizer_history": [{"criterion_name": "c", "optimizer_name": "o", "num_updates": 3,
+                                       "lr_scheduler_state": {"best": 1.0}}]}, path)
+    with torch.serialization.safe_globals([argparse.Namespace]):  # what timm's load_checkpoint does
+        pass
+    assert argparse.Namespace not in torch.serialization.get_safe_globals()  # (torch's behaviour)
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(path))  # fairseq-generate, --restore-file, resume
+    assert state["cfg"].model.arch == "rescale_transformer" and torch.equal(state["model"]["w"], torch.ones(2))

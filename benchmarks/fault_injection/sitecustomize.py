@@ -17,6 +17,12 @@ one, so putting this folder on ``PYTHONPATH`` arms every Python process of a com
     Covers ``open(path, 'wb')`` (any Python writer) and ``shutil.copyfile`` (fairseq
     copies ``checkpoint_last.pt`` from the first file it saved).
 
+``FAULT_INJECT=nan_after_step:N``
+    Right after the N-th optimizer step, set every parameter of the optimizer to NaN:
+    what a far too large step does to a model, at a moment after checkpoints have been
+    written (the harness's late divergence: the run must stop at the next step and leave
+    the earlier checkpoints as they were).
+
 ``FAULT_INJECT_LOG`` names a file that gets one line describing the kill just before
 it happens, so the harness can tell an injected kill from a crash.
 """
@@ -46,6 +52,16 @@ def _on_step(optimizer, args, kwargs) -> None:
     _steps += 1
     if _mode == "after_step" and _steps == _at:
         _kill(f"killed after optimizer step {_steps}")
+    if _mode == "nan_after_step" and _steps == _at:
+        import torch
+
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.fill_(float("nan"))
+        if _LOG:
+            with _real_open(_LOG, "a") as f:
+                f.write(f"parameters set to NaN after optimizer step {_steps}\n")
 
 
 class _CutOnClose(io.BufferedWriter):
@@ -94,8 +110,8 @@ if _SPEC:
     parts = _SPEC.split(":", 2)
     _mode, _at = parts[0], int(parts[1])
     _pattern = parts[2] if len(parts) > 2 else "*"
-    if _mode not in ("after_step", "in_write"):
-        raise ValueError(f"FAULT_INJECT={_SPEC!r}: expected after_step:N or in_write:N:PATTERN")
+    if _mode not in ("after_step", "in_write", "nan_after_step"):
+        raise ValueError(f"FAULT_INJECT={_SPEC!r}: expected after_step:N, in_write:N:PATTERN or nan_after_step:N")
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(_on_step)

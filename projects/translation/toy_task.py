@@ -43,6 +43,18 @@ TINY_MODEL_ARGS = [
 ]
 
 
+def load_plugin():
+    """The plugin module, imported the one way fairseq does (``--user-dir``: the top-level
+    module ``rescale_fairseq``), so its model is registered once in this process."""
+    import argparse
+    import importlib
+
+    from fairseq import utils
+
+    utils.import_user_module(argparse.Namespace(user_dir=PLUGIN_DIR))
+    return importlib.import_module("rescale_fairseq")
+
+
 def make_lexicon(vocab_size: int, seed: int = 0) -> Dict[str, str]:
     """A fixed random one-to-one map from source words ``s0..`` to target words ``t0..``."""
     targets = [f"t{i}" for i in range(vocab_size)]

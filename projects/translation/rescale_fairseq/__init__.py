@@ -12,9 +12,11 @@ it kept on. ``python -m projects.translation.rescale_fairseq.average_checkpoints
 averages the last checkpoints the same way (fairseq's script cannot read them under
 torch >= 2.6). See ``projects/translation/README.md``.
 """
+from .guards import name_unreadable_checkpoints
 from .safe_globals import register_fairseq_safe_globals
 
 register_fairseq_safe_globals()
+name_unreadable_checkpoints()  # a truncated --path / --restore-file gets an error naming it
 
 from .model import (  # noqa: E402  (registers the model and its architectures)
     RescaleTransformerDecoder,

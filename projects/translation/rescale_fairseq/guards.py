@@ -30,9 +30,14 @@ What fairseq 0.12 does, and what these add (``docs/reliability.md``):
   non-full backward hooks cannot handle the encoder's dict output), which becomes the
   last line. Neither names the update nor the loss: :func:`report_divergence` adds one
   line that does.
+* ``fairseq-generate`` / ``-interactive`` / ``-validate --path`` of a truncated or
+  corrupt file end with torch's ``PytorchStreamReader failed reading zip archive``,
+  which names no file: :func:`name_unreadable_checkpoints` makes fairseq's checkpoint
+  reader raise one error naming it.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -42,8 +47,11 @@ from typing import Callable, Dict, Optional
 
 import torch
 
+from .safe_globals import register_fairseq_safe_globals
+
 __all__ = ["restore_path", "newest_complete_checkpoint", "check_restore_file", "report_divergence",
-           "install_divergence_report", "check_finite_output", "check_vocabulary_sizes", "training_state"]
+           "install_divergence_report", "check_finite_output", "check_vocabulary_sizes", "training_state",
+           "name_unreadable_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +180,7 @@ def report_divergence(previous: Callable = sys.excepthook) -> Callable:
             return
         update = int(training_state["num_updates"]) + 1
         print(f"{_OWN} at update {update}: {error}; last training loss {_last_loss()}. No checkpoint of this "
-              f"update was written (checkpoint_best.pt and checkpoint_last.pt hold an earlier save{_crash_note()}). "
+              f"update was written ({_saved_note()}). "
               "Lower --lr or lengthen --warmup-updates, then resume or start again", file=sys.stderr, flush=True)
 
     return hook
@@ -189,15 +197,21 @@ def check_finite_output(model, lprobs) -> None:
     stage = f"training update {update}" if model.training else f"validation after update {update}"
     raise FloatingPointError(
         f"{_OWN} at {stage}: the decoder output is not finite, so the loss is NaN or infinite (last training "
-        f"loss {_last_loss()}); stopped before a checkpoint of it was saved (checkpoint_best.pt and "
-        f"checkpoint_last.pt hold an earlier save{_crash_note()}). Lower --lr or lengthen --warmup-updates, "
+        f"loss {_last_loss()}); stopped before a checkpoint of it was saved ({_saved_note()}). "
+        "Lower --lr or lengthen --warmup-updates, "
         "then resume or start again")
 
 
-def _crash_note() -> str:
-    crash = os.path.join(str(training_state.get("save_dir", "")), "crash.pt")
-    return (f"; {crash} is fairseq's dump of the state at the failure, for debugging only: its AddBias means "
-            "may hold the diverged statistics") if os.path.isfile(crash) else ""
+def _saved_note() -> str:
+    """What a resume would read, and what fairseq's ``crash.pt`` is (fairseq dumps the
+    state to it when a training step raises, after this message is composed)."""
+    save_dir = str(training_state.get("save_dir", "")) or "."
+    kept = [n for n in ("checkpoint_best.pt", "checkpoint_last.pt") if os.path.isfile(os.path.join(save_dir, n))]
+    held = (f"{' and '.join(kept)} in {save_dir} {'hold' if len(kept) > 1 else 'holds'} an earlier save" if kept
+            else f"no checkpoint had been saved in {save_dir} yet")
+    crash = os.path.join(save_dir, "crash.pt")
+    return (held + f"; fairseq also dumps the failing state to {crash}, for debugging only: its weights and "
+            "AddBias means may be non-finite, never resume from it")
 
 
 def install_divergence_report(args) -> None:
@@ -219,3 +233,34 @@ def check_vocabulary_sizes(model, state_dict) -> None:
                 f"the data directory {len(dictionary)}: the data directory is of another language pair or was "
                 "binarized with other dictionaries; pass the data directory the model was trained on (or "
                 "binarize with fairseq-preprocess --srcdict/--tgtdict of the model's dictionaries)")
+
+
+def name_unreadable_checkpoints() -> None:
+    """Wrap ``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` (every fairseq command
+    reads checkpoints through it, looked up at call time) so that the plugin's allowlist
+    is in place for every load, and a truncated or corrupt file raises one error naming
+    it and what to do; any other error passes unchanged.
+    Idempotent; the plugin calls it when fairseq imports it (``--user-dir``)."""
+    from fairseq import checkpoint_utils
+
+    read = checkpoint_utils.load_checkpoint_to_cpu
+    if getattr(read, "names_unreadable_files", False):
+        return
+
+    @functools.wraps(read)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        register_fairseq_safe_globals()  # again: another library's safe_globals block may have removed them
+        try:
+            return read(path, *args, **kwargs)
+        except (RuntimeError, EOFError, OSError) as e:
+            if not os.path.isfile(path) or _complete(path):
+                raise  # a missing file (fairseq's own message names it) or another problem
+            newest = newest_complete_checkpoint(os.path.dirname(path) or ".", exclude=path)
+            raise ValueError(
+                f"{path} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0][:120]}): a job "
+                "killed while writing or copying it, or an incomplete transfer; "
+                + (f"the newest complete checkpoint next to it is {newest}" if newest else
+                   "no complete checkpoint is next to it: copy the file again or train it again")) from e
+
+    load_checkpoint_to_cpu.names_unreadable_files = True
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu

@@ -12,8 +12,8 @@ fails out of the box with ``Unsupported global: argparse.Namespace``.
 checkpoint holds (found with ``torch.serialization.get_unsafe_globals_in_checkpoint``
 on checkpoints written by ``fairseq-train`` for ``rescale_transformer`` and
 ``transformer``, with Adam and the inverse-sqrt scheduler) and nothing wider. The
-plugin calls it when fairseq imports it (``--user-dir``), i.e. before any
-checkpoint is loaded. Never set ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``: it turns the
+plugin calls it when fairseq imports it (``--user-dir``), and its checkpoint reader
+(``guards.name_unreadable_checkpoints``) again before every load. Never set ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``: it turns the
 protection off for every file.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from typing import List
 
-import torch
+from rescalenet.checkpoint import allow_globals
 
 __all__ = ["fairseq_safe_globals", "fairseq_safe_globals_names", "register_fairseq_safe_globals"]
 
@@ -35,12 +35,8 @@ def fairseq_safe_globals_names() -> List[str]:
     return [f"{g.__module__}.{g.__qualname__}" for g in fairseq_safe_globals()]
 
 
-_registered = False
-
-
 def register_fairseq_safe_globals() -> None:
-    """Allowlist :func:`fairseq_safe_globals` for ``weights_only`` loading (idempotent)."""
-    global _registered
-    if not _registered:
-        torch.serialization.add_safe_globals(fairseq_safe_globals())
-        _registered = True
+    """Allowlist :func:`fairseq_safe_globals` for ``weights_only`` loading (idempotent;
+    the plugin's checkpoint reader calls it again before every load, see
+    :func:`rescalenet.checkpoint.allow_globals`)."""
+    allow_globals(fairseq_safe_globals())
