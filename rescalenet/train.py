@@ -65,6 +65,7 @@ from .training import (
     WarmupSchedule,
     all_gather,
     build_loaders,
+    eval_loader,
     evaluate,
     image_folder,
     image_transform,
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-lr", type=float, default=0.1, help="lr per 256 images")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
+    p.add_argument("--clip-grad", type=float, default=0.0, metavar="NORM",
+                   help="clip the gradients' global norm to NORM before each step (0: off, the official recipe)")
     p.add_argument("--drop-conv", type=float, default=None, help="Dropout2d in stages 3-4 (default 0.03, 0 with mixup)")
     p.add_argument("--drop-fc", type=float, default=None, help="dropout before the classifier (default 0.3, 0 with mixup)")
     p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup alpha (0: off)")
@@ -145,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial model weights: a checkpoint of this script, a RescaleNet state_dict or the "
                         "official code's ckpt.t7 (same architecture)")
     p.add_argument("--limit-train-batches", type=int, default=0, help="cap the steps per epoch (0: all)")
-    p.add_argument("--limit-eval-batches", type=int, default=0, help="cap the validation / test batches (0: all)")
+    p.add_argument("--limit-eval-batches", type=int, default=0, help="cap the validation / test batches by scoring every k-th image (0: all)")
     p.add_argument("--val-every-steps", type=int, default=0,
                    help="also validate every N training steps (a learning curve in OUTPUT/curve.csv; 0: per epoch only)")
     p.add_argument("--print-freq", type=int, default=50)
@@ -187,6 +190,8 @@ def check_args(args: argparse.Namespace) -> None:
             errors.append(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
     if args.mixup < 0:
         errors.append(f"--mixup alpha must be >= 0, got {args.mixup}")
+    if args.clip_grad < 0:
+        errors.append(f"--clip-grad must be >= 0 (0: off), got {args.clip_grad}")
     if args.lr is not None and args.lr <= 0:
         errors.append(f"--lr must be > 0, got {args.lr}")
     if args.img_size < 8:
@@ -257,9 +262,13 @@ def build_datasets(args):
         if sub:
             ds = image_folder(os.path.join(args.data, sub), evaluation, name)
             if ds.classes != train.classes:
-                raise SystemExit(f"rescalenet.train: error: {args.train_dir}/ and {sub}/ have different classes "
-                                 f"({len(train.classes)} vs {len(ds.classes)}: "
-                                 f"{sorted(set(train.classes) ^ set(ds.classes))[:5]})")
+                only_train = sorted(set(train.classes) - set(ds.classes))[:5]
+                only_other = sorted(set(ds.classes) - set(train.classes))[:5]
+                raise SystemExit(
+                    f"rescalenet.train: error: {os.path.join(args.data, args.train_dir)!r} and "
+                    f"{os.path.join(args.data, sub)!r} have different class folders ({len(train.classes)} vs "
+                    f"{len(ds.classes)}; only in {args.train_dir}/: {only_train}, only in {sub}/: {only_other}): "
+                    f"a class index would mean another class in {name}; give both splits the same class folders")
             splits[name] = ds
     return train, splits.get("val"), splits.get("test")
 
@@ -319,9 +328,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Result:
     try:
         return _run(args, d, device)
     except FloatingPointError as e:
-        last = os.path.join(args.output, "last.pth")
-        saved = (f"{last} holds the last checkpoint before it (best.pth the best validation top-1)"
-                 if os.path.isfile(last) else "no checkpoint had been saved yet")
+        last, best = (os.path.join(args.output, name) for name in ("last.pth", "best.pth"))
+        saved = (f"{last} holds the last checkpoint before it" if os.path.isfile(last)
+                 else "no checkpoint had been saved yet")
+        if os.path.isfile(best):
+            saved += f", {best} the best validation top-1"
         raise SystemExit(
             f"rescalenet.train: error: training diverged: {e}. Nothing of that step was saved; {saved}. "
             "Lower --lr (or --base-lr) or lengthen the warm-up and start again (--resume keeps the "
@@ -371,7 +382,8 @@ def _run(args, d: Dist, device) -> Result:
     optimizer = torch.optim.SGD(build_param_groups(model, args.arch, lr, args.weight_decay),
                                 lr=lr, momentum=args.momentum, weight_decay=args.weight_decay)
     loader, val_loader, sampler = build_loaders(train_set, val_set, args.batch_size, args.workers, args.seed,
-                                                d.rank, d.world_size, pin=device.type == "cuda")
+                                                d.rank, d.world_size, pin=device.type == "cuda",
+                                                limit_eval_batches=args.limit_eval_batches)
     steps = len(loader) if not args.limit_train_batches else min(len(loader), args.limit_train_batches)
     schedule = WarmupSchedule(optimizer, steps, args.epochs, args.warmup_epochs, args.schedule,
                               args.milestones, args.gamma, warmup_steps=args.warmup_steps)
@@ -498,10 +510,8 @@ def _run(args, d: Dist, device) -> Result:
     finally:
         logger.close()
     if test_set is not None:
-        from torch.utils.data import DataLoader, Subset
-
-        part = Subset(test_set, range(d.rank, len(test_set), d.world_size)) if d.enabled else test_set
-        test_loader = DataLoader(part, args.batch_size * 3, shuffle=False, num_workers=args.workers)
+        test_loader = eval_loader(test_set, args.batch_size * 3, args.workers, d.rank, d.world_size,
+                                  limit_batches=args.limit_eval_batches)
         last.update({k.replace("val_", "test_"): v
                      for k, v in evaluate(net, test_loader, args, d, device, autocast).items()})
     if d.main:

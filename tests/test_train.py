@@ -97,6 +97,7 @@ def test_schedule_matches_the_official_one():
     (["--milestones", "60", "30"], "--milestones must be increasing"),
     (["--drop-fc", "1.5"], "--drop-fc must be in"),
     (["--evaluate"], "--evaluate needs --resume"),
+    (["--clip-grad", "-1"], "--clip-grad must be >= 0"),
 ])
 def test_bad_arguments_fail_clearly(shapes, tmp_path, extra, message):
     with pytest.raises(SystemExit, match=message):
@@ -152,3 +153,36 @@ def test_torchrun_cli_two_processes(shapes, tmp_path):
 def _load(model, sd):
     model.load_state_dict(sd)
     return model
+
+
+def test_capped_evaluation_scores_every_class():
+    """--limit-eval-batches scores every k-th image: an ImageFolder is sorted by class, so
+    its first batches alone would hold one class."""
+    from rescalenet.training import eval_loader
+
+    labels = torch.arange(10).repeat_interleave(60)  # 600 images, class-sorted
+    data = torch.utils.data.TensorDataset(torch.zeros(600, 1), labels)
+    seen = torch.cat([y for _, y in eval_loader(data, 16, 0, limit_batches=2)])
+    assert 16 < len(seen) <= 32 and set(seen.tolist()) == set(range(10))
+    ranks = [torch.cat([y for _, y in eval_loader(data, 16, 0, rank=r, world_size=2, limit_batches=2)])
+             for r in range(2)]
+    assert sum(len(r) for r in ranks) == len(seen)
+    assert len(list(eval_loader(data, 16, 0))) == 38  # uncapped: all 600
+
+
+def test_clip_grad_bounds_the_gradient_norm_of_every_step(shapes, tmp_path, monkeypatch):
+    """--clip-grad NORM: the global gradient norm the optimizer sees is at most NORM."""
+    norms = []
+    step = torch.optim.SGD.step
+
+    def recording_step(self, *a, **k):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    train.main(_args(shapes, str(tmp_path / "clip"), "--epochs", "1", "--lr", "0.1", "--clip-grad", "1e-3"))
+    assert norms and max(norms) <= 1e-3 * (1 + 1e-4)
+    norms.clear()
+    train.main(_args(shapes, str(tmp_path / "free"), "--epochs", "1", "--lr", "0.1"))
+    assert max(norms) > 1e-2  # (without it the norms are larger: the bound above is not vacuous)

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Sampler
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TRAIN_AUGMENTATIONS", "image_transform", "image_folder",
-           "build_loaders", "ResumableSampler", "UnreadableImageError", "read_image"]
+           "build_loaders", "eval_loader", "ResumableSampler", "UnreadableImageError", "read_image"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -131,10 +131,10 @@ class ResumableSampler(Sampler):
 
 
 def build_loaders(train_set, val_set, batch_size: int, workers: int, seed: int, rank: int, world_size: int,
-                  pin: bool) -> Tuple:
+                  pin: bool, limit_eval_batches: int = 0) -> Tuple:
     """Shuffled, drop-last training batches (a :class:`ResumableSampler` over a
     ``RandomSampler``, or a ``DistributedSampler`` under torchrun) and validation batches
-    of 3x the size (every rank scores a disjoint slice). Returns ``(train, val, sampler)``."""
+    of 3x the size (:func:`eval_loader`). Returns ``(train, val, sampler)``."""
     from torch.utils.data import DataLoader, RandomSampler, Subset
     from torch.utils.data.distributed import DistributedSampler
 
@@ -149,8 +149,21 @@ def build_loaders(train_set, val_set, batch_size: int, workers: int, seed: int, 
         sampler = ResumableSampler(RandomSampler(train_set, generator=g), g)
     train = DataLoader(train_set, batch_size, sampler=sampler, num_workers=workers, pin_memory=pin,
                        drop_last=True, generator=g, persistent_workers=workers > 0)
-    val = None
-    if val_set is not None:
-        part = Subset(val_set, range(rank, len(val_set), world_size)) if world_size > 1 else val_set
-        val = DataLoader(part, batch_size * 3, shuffle=False, num_workers=workers, pin_memory=pin)
+    val = None if val_set is None else eval_loader(val_set, batch_size * 3, workers, rank, world_size, pin,
+                                                   limit_eval_batches)
     return train, val, sampler
+
+
+def eval_loader(dataset, batch_size: int, workers: int, rank: int = 0, world_size: int = 1, pin: bool = False,
+                limit_batches: int = 0):
+    """Evaluation batches, in order; every rank scores a disjoint slice. ``limit_batches``
+    caps them by scoring every k-th image of the whole set, not its first batches: an
+    ImageFolder is sorted by class, so its first batches would hold one class only."""
+    from torch.utils.data import DataLoader, Subset
+
+    indices = range(len(dataset))
+    if limit_batches and limit_batches * batch_size < len(dataset):
+        indices = indices[::-(-len(dataset) // (limit_batches * batch_size))]
+    indices = indices[rank::world_size]
+    part = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
+    return DataLoader(part, batch_size, shuffle=False, num_workers=workers, pin_memory=pin)

@@ -162,12 +162,18 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1} "
                                      f"(training step {schedule.last_step})")
         optimizer.zero_grad(set_to_none=True)
+        clip = getattr(args, "clip_grad", 0.0)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
         n = x.shape[0]
         progress.step = i + 1
@@ -192,10 +198,7 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, args, d: Dist, d
 def evaluate(model, loader, args, d: Dist, device, autocast) -> Dict[str, float]:
     model.eval()
     loss_sum, c1, c5, seen = 0.0, 0.0, 0.0, 0
-    limit = getattr(args, "limit_eval_batches", 0)
-    for i, (x, y) in enumerate(loader):
-        if limit and i >= limit:
-            break
+    for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
