@@ -241,7 +241,7 @@ def check_tag(task: Task, tag: str, budget: Budget) -> None:
             theirs = json.load(f)
         changed = sorted(k for k in mine["configs"] if theirs.get("configs", {}).get(k) != mine["configs"][k])
         if {k: theirs.get(k) for k in ("subset", "epochs")} != {k: mine[k] for k in ("subset", "epochs")} or changed:
-            raise SystemExit(f"error: runs/{task.name}/{tag} holds runs of another budget or config "
+            raise SystemExit(f"error: {os.path.join(RUNS, task.name, tag)} holds runs of another budget or config "
                              f"(changed: {changed or 'subset/epochs'}); give another --tag")
     else:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -364,11 +364,15 @@ def plot(task: Task, args, budget: Budget, path: str, title: str) -> None:
 
 
 def main(task: Task, argv=None, title: str = "") -> None:
+    global RUNS  # --output
     p = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.split("\n\n")[0]
                                 if sys.modules["__main__"].__doc__ else task.name,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=task.budget_note)
     p.add_argument("--data", default=task.default_data, help="the data set folder (default: %(default)s)")
-    p.add_argument("--tag", default=None, help=f"name of this table's folder under runs/{task.name} "
+    p.add_argument("--output", default=RUNS,
+                   help="folder of the tables (default: runs/; the recorded runs behind docs/results.md "
+                        "are in benchmarks/results/)")
+    p.add_argument("--tag", default=None, help=f"name of this table's folder under OUTPUT/{task.name} "
                                                "(default: core, or quick with --quick)")
     p.add_argument("--models", nargs="+", default=list(task.models), choices=list(task.models))
     p.add_argument("--phase", choices=["all", "sweep", "seeds", "table"], default="all")
@@ -380,6 +384,7 @@ def main(task: Task, argv=None, title: str = "") -> None:
     p.add_argument("--plot", default=None, help="PNG of the training loss curves and test metric (default: none)")
     p.add_argument("--quick", action="store_true", help="smoke test: a few samples per split, one lr, one seed")
     args = p.parse_args(argv)
+    RUNS = os.path.abspath(args.output)
     budget = task.quick if args.quick else task.default
     budget = Budget(lrs=args.lrs or budget.lrs, seeds=args.seeds or budget.seeds, subset=budget.subset,
                     epochs=budget.epochs)

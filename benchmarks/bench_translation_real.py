@@ -237,7 +237,7 @@ def check_config(tag: str, cfg: Config) -> None:
         with open(path) as f:
             theirs = json.load(f)
         if theirs != mine:
-            raise SystemExit(f"error: runs/translation_real/{tag} holds runs of another configuration "
+            raise SystemExit(f"error: {os.path.join(RUNS, tag)} holds runs of another configuration "
                              f"({theirs}); give another --tag or the same options")
     else:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -367,6 +367,7 @@ def check_data(data: str, lang: str) -> None:
 
 
 def main(argv=None) -> None:
+    global RUNS  # --output
     default = Config()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -376,7 +377,10 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=os.path.join(ROOT, "data", "gettext_en_de"),
                    help="folder made by projects.translation.prepare_gettext (default: data/gettext_en_de)")
     p.add_argument("--lang", default="de", help="target language of --data (default: de)")
-    p.add_argument("--tag", default=None, help="name of this table's folder under runs/translation_real "
+    p.add_argument("--output", default=RUNS,
+                   help="folder of the tables (default: runs/translation_real; the recorded runs behind "
+                        "docs/results.md are in benchmarks/results/translation_real)")
+    p.add_argument("--tag", default=None, help="name of this table's folder under --output "
                                                "(default: core, or quick with --quick)")
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS),
                    help="default: %(default)s")
@@ -397,6 +401,7 @@ def main(argv=None) -> None:
     p.add_argument("--plot", default=None, help="PNG of valid loss against updates (default: none)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
     args = p.parse_args(argv)
+    RUNS = os.path.abspath(args.output)
     check_data(args.data, args.lang)
     if args.quick:
         cfg = QUICK

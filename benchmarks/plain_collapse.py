@@ -1,0 +1,81 @@
+"""Why the plain residual network (no normalization, nothing else) stays at chance on
+Fashion-MNIST, and what lets it train: the first steps of SGD, printed.
+
+    python benchmarks/plain_collapse.py                      # about 3 minutes on one core
+    python benchmarks/plain_collapse.py --arch plain_resnet18 --size 32
+
+For each setting it prints, every few steps, the training loss, the standard deviation
+of the logits over the batch and classes, and the global gradient norm (before any
+clipping), on the real training images with the benchmark's augmentation and the
+official recipe's optimizer (SGD 0.9, weight decay 1e-4, constant lr: no warm-up, so the
+first steps show what the initialization hands the optimizer). At init the plain
+network's features share a common positive mean ~20x their differences between images
+(``relu(x + F(x))`` doubles the variance of each block and keeps every value positive),
+so its first logits and gradients are huge; a net that collapses ends with logits of
+near-zero spread (every image gets the class prior) and a vanishing gradient, which no
+later step undoes.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, table  # noqa: E402
+
+from rescalenet.baselines import create_baseline  # noqa: E402
+from rescalenet.training import image_folder, image_transform  # noqa: E402
+
+FASHION_MEAN, FASHION_STD = 0.286, 0.353
+
+
+def run(arch: str, size: int, data: str, lr: float, clip: float, steps: int, seed: int, every: int):
+    torch.manual_seed(seed)
+    dataset = image_folder(os.path.join(data, "train"),
+                           image_transform(True, size, "crop-flip", in_chans=1, mean=[FASHION_MEAN], std=[FASHION_STD]))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    model = create_baseline(arch, num_classes=10, in_chans=1, drop_conv=0.03, drop_fc=0.3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    rows = []
+    for step in range(steps):
+        batch = order[step * 128:(step + 1) * 128]
+        x = torch.stack([dataset[int(i)][0] for i in batch])
+        y = torch.tensor([dataset.targets[int(i)] for i in batch])
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
+        optimizer.step()
+        if step % every == 0 or step == steps - 1:
+            rows.append([step, f"{loss.item():.3f}", f"{logits.std().item():.3g}", f"{norm.item():.3g}"])
+    return rows
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="plain_resnet_cifar20")
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--data", default=os.path.join(ROOT, "data", "fashion_mnist"),
+                   help="the ImageFolder copy written by `make data`")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--every", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if not os.path.isdir(os.path.join(args.data, "train")):
+        raise SystemExit(f"plain_collapse: {os.path.join(args.data, 'train')!r} is missing: run `make data` "
+                         "(Fashion-MNIST from Debian's dataset-fashion-mnist) or pass --data DIR")
+    torch.set_num_threads(args.threads)
+    for lr, clip in ((0.003, 0.0), (0.02, 0.0), (0.02, 1.0)):
+        print(f"\n{args.arch}, lr {lr:g}, " + (f"gradient norm clipped to {clip:g}" if clip else "no clipping"))
+        print(table(["step", "loss", "logit std", "gradient norm"],
+                    run(args.arch, args.size, args.data, lr, clip, args.steps, args.seed, args.every)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The protocol of benchmarks/bench_fashion.py, with a stand-in for the trainer: the lr is
+chosen on validation top-1 of full-budget seed-0 runs, the grid grows past a winning
+edge, the chosen seed-0 run is reused as a final seed, diverged runs never win, and a
+re-run skips what is done."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_fashion as bench  # noqa: E402
+
+
+class FakeRunner(bench.Runner):
+    """Writes result.json as the trainer would, with a validation top-1 given by ``score(lr, seed)``."""
+
+    def __init__(self, out, score):
+        super().__init__(data="unused", out=str(out), jobs=1, quick=False)
+        self.score, self.calls = score, []
+
+    def run(self, folder, arch, args):
+        done = self.result(folder)
+        if done is not None:
+            return done
+        lr, seed = float(args[args.index("--lr") + 1]), int(args[args.index("--seed") + 1])
+        assert args[args.index("--epochs") + 1] == "1" and "--test-dir" in args  # the full budget
+        self.calls.append((arch, lr, seed, tuple(args[len(bench.recipe(28)):])))
+        os.makedirs(folder, exist_ok=True)
+        val = self.score(lr, seed)
+        res = dict(failed=True, diverged=True) if val is None else dict(val_acc1=val, test_acc1=val - 1)
+        with open(os.path.join(folder, "failed.json" if val is None else "result.json"), "w") as f:
+            json.dump(res, f)
+        return res
+
+
+def test_sweep_extends_past_a_winning_edge_and_skips_diverged_runs(tmp_path):
+    # best at 0.4; 0.8 diverges
+    runner = FakeRunner(tmp_path, lambda lr, seed: None if lr > 0.5 else 80 - abs(lr - 0.4) * 10)
+    lr = bench.sweep(runner, "cifar20", "BN", "resnet_cifar20", 28, 1)
+    assert lr == 0.4
+    assert sorted(c[1] for c in runner.calls) == [0.05, 0.1, 0.2, 0.4, 0.8]
+    assert {c[2] for c in runner.calls} == {0}
+    assert bench.sweep_table(runner, "cifar20", "BN")[0.8] == -1.0
+
+
+def test_finals_reuse_the_chosen_seed0_run_and_pass_the_methods_flags(tmp_path):
+    runner = FakeRunner(tmp_path, lambda lr, seed: 70 - abs(lr - 0.2) * 10 + seed)
+    arch = "plain_resnet_cifar20 --clip-grad 1"
+    lr = bench.sweep(runner, "cifar20", "plain, gradient clipping", arch, 28, 1)
+    assert lr == 0.2 and [c[1] for c in runner.calls] == [0.05, 0.1, 0.2, 0.4]  # 0.2 won at the edge
+    runner.calls.clear()
+    runs = bench.final_runs(runner, "cifar20", "plain, gradient clipping", "plain_resnet_cifar20", 28, 0.2, 1,
+                            ["--clip-grad", "1"])
+    assert [c[2] for c in runner.calls] == [1, 2]  # seed 0 is the sweep's run
+    assert all(c[3][-2:] == ("--clip-grad", "1") for c in runner.calls)
+    assert [r["val_acc1"] for r in runs] == pytest.approx([70, 71, 72])
+
+
+def test_a_second_invocation_runs_nothing_again(tmp_path):
+    runner = FakeRunner(tmp_path, lambda lr, seed: 80 - abs(lr - 0.1) * 10)
+    bench.sweep(runner, "cifar20", "RescaleNet", "rescalenet_cifar20", 28, 1)
+    first = len(runner.calls)
+    runner.calls.clear()
+    assert bench.sweep(runner, "cifar20", "RescaleNet", "rescalenet_cifar20", 28, 1) == 0.1
+    assert runner.calls == [] and first == 3
