@@ -38,6 +38,25 @@ def test_fixup_init_and_groups():
     assert groups[1]["lr"] == pytest.approx(0.01) and all(p.numel() == 1 for p in groups[1]["params"])
 
 
+@pytest.mark.parametrize("name", ["fixup_resnet_cifar56", "fixup_resnet18"])
+def test_basic_fixup_init_follows_the_fixup_code(name):
+    """conv1 std sqrt(2 / fan_out) * L^-1/2, conv2 and the classifier zero, the downsample
+    conv std sqrt(2 / fan_out) (He over the fan-out, as the Fixup code and the bottleneck
+    version here)."""
+    torch.manual_seed(0)
+    model = create_baseline(name, num_classes=10)
+    blocks = [b for i in range(1, 5) if hasattr(model, f"layer{i}") for b in getattr(model, f"layer{i}")]
+    L = len(blocks)
+    for b in blocks:
+        fan_out = b.conv1.weight.shape[0] * 9
+        assert b.conv1.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5 * L ** -0.5, rel=0.1)
+        assert float(b.conv2.weight.abs().sum()) == 0
+        if b.downsample is not None:
+            w = b.downsample.weight
+            assert w.std().item() == pytest.approx((2 / w.shape[0]) ** 0.5, rel=0.1), "fan-out, not fan-in"
+    assert float(model.fc.weight.abs().sum()) == 0
+
+
 def test_skipinit_starts_as_identity_residuals():
     model = create_baseline("skipinit_resnet50", num_classes=3)
     blk = model.layer1[1]

@@ -13,7 +13,8 @@ injected:
 * :class:`FixupBasicBlock`: Fixup (Zhang, Dauphin, Ma 2019) as in its official CIFAR code:
   scalar biases before each conv and activation, a scalar multiplier, the first conv
   drawn with std ``sqrt(2 / fan_out) * L ** -0.5`` (``L ** (-1 / (2 m - 2))`` for
-  ``m = 2`` layers), the second conv and the classifier zero;
+  ``m = 2`` layers), the second conv and the classifier zero, the downsample's 1x1 conv
+  with std ``sqrt(2 / fan_out)``;
 * :class:`SkipInitBasicBlock`: SkipInit (De & Smith 2020): no normalization, a scalar gain
   initialised to 0 on every branch, a per-channel bias where BatchNorm's shift was.
 """
@@ -45,6 +46,11 @@ def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
     """GroupNorm with ``groups`` groups (fewer when the layer is narrower: 16-channel
     CIFAR layers get 8 groups of 2)."""
     return nn.GroupNorm(min(groups, channels // 2), channels)
+
+
+def _fan_out_std(weight: Tensor) -> float:
+    """He (ReLU) std over the fan-out, ``sqrt(2 / (out_channels * kernel area))``: Fixup's init."""
+    return math.sqrt(2 / (weight.shape[0] * weight[0, 0].numel()))
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -196,8 +202,10 @@ class BasicResNet(nn.Module):
                 nn.init.zeros_(m.bn2.weight)  # official BN baseline: every block starts as identity
             elif isinstance(m, FixupBasicBlock):
                 w = m.conv1.weight
-                nn.init.normal_(w, 0, math.sqrt(2 / (w.shape[0] * w[0, 0].numel())) * self.num_layers ** -0.5)
+                nn.init.normal_(w, 0, _fan_out_std(w) * self.num_layers ** -0.5)
                 nn.init.zeros_(m.conv2.weight)
+                if m.downsample is not None:  # He fan-out, as the Fixup code (and the bottleneck version here)
+                    nn.init.normal_(m.downsample.weight, 0, _fan_out_std(m.downsample.weight))
         if self.method == "fixup":
             nn.init.zeros_(self.fc.weight)
             nn.init.zeros_(self.fc.bias)
