@@ -20,7 +20,8 @@ set (6,000 images; the test set never chooses anything): seed 0 trains the full 
 every method) at 0.05, 0.1 and 0.2, the grid extended by a factor 2 past either end (up
 to 4 times) while the best lr sits at the edge; the lr with the best final validation
 top-1 is the method's, its seed-0 run is the first of the three seeds reported, and
-seeds 1 and 2 train at that lr. The sweep is the final budget itself, so what is chosen
+seeds 1 and 2 train at that lr. A method that diverges or stays at chance at every lr of
+the first grid is not swept further nor seeded: the lr is not what fails. The sweep is the final budget itself, so what is chosen
 is exactly what is reported (a shorter sweep chose lrs that were unstable over a whole
 epoch). Runs are validated every 105 steps (the learning curve) and scored once on the
 test set; a seed that diverges is reported as such.
@@ -70,6 +71,7 @@ GROUPS: Dict[str, dict] = {
 }
 SWEEP_LRS = (0.05, 0.1, 0.2)
 MAX_EXTENSIONS = 4  # a factor 2 each, past an edge that wins (a net that diverges gets down to lr / 16)
+CHANCE_MARGIN = 15.0  # val top-1 (%) below which a run learned nothing (10 classes: chance is 10 %)
 VAL_EVERY = 105        # validation points per epoch of 421 steps: the learning curve
 EPOCH_STEPS = 421      # 54,000 training images / batch 128, drop-last
 QUICK_STEPS = 20       # --quick: steps per run
@@ -201,6 +203,8 @@ def sweep(runner: Runner, group: str, method: str, arch: str, size: int, epochs:
         if runner.quick:
             break
         scores = sweep_table(runner, group, method)
+        if all(scores.get(lr, -1.0) < CHANCE_MARGIN for lr in lrs):
+            break  # diverged or at chance everywhere: the failure is not the lr (benchmarks/plain_collapse.py)
         best = max(lrs, key=lambda lr: scores.get(lr, -1.0))
         if best == min(lrs):
             lrs.insert(0, best / 2)
@@ -317,7 +321,8 @@ def run_group(runner: Runner, group: str, table_only: bool) -> str:
     for method, arch in cfg["methods"].items():
         lr = lrs[method]
         folders = [run_folder(runner, group, method, lr, s) for s in SEEDS]
-        runs = [runner.result(f) for f in folders] if table_only or lr != lr else \
+        collapsed = all(v < CHANCE_MARGIN for v in sweep_table(runner, group, method).values())
+        runs = [runner.result(f) for f in folders] if table_only or lr != lr or collapsed else \
             final_runs(runner, group, method, arch.split()[0], cfg["size"], lr, cfg["epochs"], arch.split()[1:])
         rows.append(dict(method=method, arch=arch, lr=lr, sweep=sweep_table(runner, group, method), runs=runs,
                          folders=folders))

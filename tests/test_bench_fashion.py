@@ -66,3 +66,9 @@ def test_a_second_invocation_runs_nothing_again(tmp_path):
     runner.calls.clear()
     assert bench.sweep(runner, "cifar20", "RescaleNet", "rescalenet_cifar20", 28, 1) == 0.1
     assert runner.calls == [] and first == 3
+
+
+def test_a_method_at_chance_everywhere_is_not_swept_further(tmp_path):
+    runner = FakeRunner(tmp_path, lambda lr, seed: None if lr > 0.1 else 10.0)
+    bench.sweep(runner, "cifar20", "plain", "plain_resnet_cifar20", 28, 1)
+    assert sorted(c[1] for c in runner.calls) == [0.05, 0.1, 0.2]
