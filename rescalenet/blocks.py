@@ -225,7 +225,7 @@ class RescaleBlock(nn.Module):
         return self.fused and fast.can_fuse_block(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.can_fuse():
+        if self.can_fuse() and fast.fusing_pays(x):
             return fast.fused_block_forward(self, x)
         return self.forward_reference(x)
 

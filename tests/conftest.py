@@ -13,6 +13,16 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
+def _fuse_at_every_size(monkeypatch):
+    """The fused path also on the tests' small inputs, whose later stages are below the
+    size where it pays (``rescalenet.fast.MIN_FUSED_POSITIONS``): every fused-vs-reference
+    comparison then covers every block. ``test_train_fused.py`` tests the dispatch itself."""
+    import rescalenet.fast
+
+    monkeypatch.setattr(rescalenet.fast, "MIN_FUSED_POSITIONS", 0)
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     import torch
 

@@ -136,3 +136,29 @@ def test_training_works_after_an_inference_mode_forward():
     model.train()
     model(torch.randn(2, 3, 24, 24)).sum().backward()
     assert model.layer1[0].conv1.weight.grad is not None
+
+
+def test_blocks_below_the_size_where_fusing_pays_run_module_by_module(monkeypatch):
+    """A speed dispatch only: inputs with fewer than MIN_FUSED_POSITIONS positions per
+    channel run the reference path, larger ones the fused path; both give the same output."""
+    import rescalenet.fast as fast
+
+    monkeypatch.setattr(fast, "MIN_FUSED_POSITIONS", 32)
+    model = rescalenet.create_model("rescalenet_cifar20", num_classes=3, in_chans=1)
+    rescalenet.calibrate(model, [torch.randn(2, 1, 28, 28) for _ in range(8)])
+    model.eval()
+    ran = []
+    monkeypatch.setattr(fast, "fused_block_forward",
+                        lambda block, x, f=fast.fused_block_forward: ran.append(x.shape[-1]) or f(block, x))
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, 28, 28))
+        assert sorted(set(ran)) == [7, 14, 28]  # 7 x 7 = 49 positions: fused
+        ran.clear()
+        model(torch.randn(2, 1, 20, 20))  # stages at 20, 10, 5: 5 x 5 = 25 positions run module by module
+        assert sorted(set(ran)) == [10, 20]
+        model.set_fused_forward(False)
+        x = torch.randn(2, 1, 20, 20)
+        ref = model(x)
+        model.set_fused_forward(True)
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-6)
+    assert out.shape == (2, 3)

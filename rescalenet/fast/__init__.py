@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "symbolic_tracing",
+    "fusing_pays",
+    "MIN_FUSED_POSITIONS",
     "can_fuse_block",
     "fused_block_forward",
     "can_fuse_stem",
@@ -87,6 +89,20 @@ def symbolic_tracing() -> bool:
 def _fusing_allowed() -> bool:
     mod = nn.modules.module
     return not symbolic_tracing() and not any(getattr(mod, n, None) for n in _GLOBAL_HOOKS)
+
+
+# Below this many positions per channel (spatial, or temporal x spatial, size of the
+# block's input) the shifted convs' border and weight-side terms cost more than the
+# activation passes they save: RescaleNet-18 at 32 px (stages at 8x8 down to 1x1) trained
+# at 0.88x the images/s of BN ResNet-18 fused, 0.99x module by module (benchmarks/
+# bench_speed.py --family imagenet18, docs/results.md). A speed choice only: both paths
+# compute the same function.
+MIN_FUSED_POSITIONS = 32
+
+
+def fusing_pays(x: Tensor) -> bool:
+    """Whether the fused path is the faster one for the block input ``x`` (N, C, ...)."""
+    return x[0, 0].numel() >= MIN_FUSED_POSITIONS
 
 
 # -- blocks ----------------------------------------------------------------------
