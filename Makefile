@@ -51,7 +51,7 @@ bench-translation: $(STAMP)
 # `make data DATA=/path` reads a copy of the IDX files made elsewhere.
 FASHION_MNIST_DEB := /usr/share/datasets/fashion-mnist
 DATA ?= $(FASHION_MNIST_DEB)
-.PHONY: data bench-detection-real bench-video-real
+.PHONY: data bench-fashion bench-detection-real bench-video-real
 data: $(STAMP)
 	@if ! ls $(DATA)/train-images-idx3-ubyte* >/dev/null 2>&1; then \
 	  if [ "$(DATA)" = "$(FASHION_MNIST_DEB)" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -68,10 +68,19 @@ data: $(STAMP)
 	$(PY) -m rescalenet.fashion_mnist --data $(DATA) --output data/fashion_mnist
 	$(PY) -m projects.detection.fashion_coco --data $(DATA) --output data/fashion_coco
 	$(PY) -m projects.video.fashion_clips --data $(DATA) --output data/fashion_clips
+# Each writes its runs under runs/ (RESULTS=benchmarks/results continues the recorded tables
+# behind docs/results.md instead); a re-run skips finished runs.
+RESULTS ?= runs
+bench-fashion: $(STAMP)
+	$(PY) benchmarks/bench_fashion.py --group cifar20 --output $(RESULTS)/fashion
+	$(PY) benchmarks/bench_fashion.py --group ablations --output $(RESULTS)/fashion
+	$(PY) benchmarks/bench_fashion.py --group depth --output $(RESULTS)/fashion
+	$(PY) benchmarks/bench_fashion.py --group imagenet18 --output $(RESULTS)/fashion
+	$(PY) benchmarks/bench_fashion.py --group cifar56 --output $(RESULTS)/fashion
 bench-detection-real: $(STAMP)
-	$(PY) benchmarks/bench_detection_real.py --plot docs/detection_real.png
+	$(PY) benchmarks/bench_detection_real.py --output $(RESULTS) --plot docs/detection_real.png
 bench-video-real: $(STAMP)
-	$(PY) benchmarks/bench_video_real.py --plot docs/video_real.png
+	$(PY) benchmarks/bench_video_real.py --output $(RESULTS) --plot docs/video_real.png
 
 # Real text (issue 14): English -> MT_LANG message pairs of the gettext catalogs under
 # /usr/share/locale -> data/gettext_en_$(MT_LANG) (sentencepiece BPE, fairseq-preprocess).
@@ -80,3 +89,7 @@ MT_LANG ?= de
 corpus-gettext: $(STAMP)
 	$(PY) -m projects.translation.prepare_gettext --locale-dir /usr/share/locale --lang $(MT_LANG) \
 	    --output data/gettext_en_$(MT_LANG) --vocab-size 4000
+.PHONY: bench-translation-real
+bench-translation-real: $(STAMP)
+	$(PY) benchmarks/bench_translation_real.py --data data/gettext_en_$(MT_LANG) --lang $(MT_LANG) \
+	    --output $(RESULTS)/translation_real --target-loss 6.5 --plot docs/translation_valid_loss.png
