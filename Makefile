@@ -28,12 +28,10 @@ clean-venv:
 	rm -rf .venv
 
 # Benchmarks: each compares against its baseline in the same run and prints ratios.
-.PHONY: bench bench-speed bench-quality bench-depth bench-inference bench-detection bench-video bench-translation
+.PHONY: bench bench-speed bench-depth bench-inference bench-detection bench-video bench-translation
 bench: bench-speed bench-inference bench-detection bench-video bench-translation
 bench-speed: $(STAMP)
 	$(PY) benchmarks/bench_speed.py
-bench-quality: $(STAMP)
-	$(PY) benchmarks/bench_quality.py
 bench-depth: $(STAMP)
 	$(PY) benchmarks/bench_depth.py
 bench-inference: $(STAMP)

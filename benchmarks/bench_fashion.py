@@ -32,7 +32,8 @@ lr (`docs/results.md` has the measured cause: its first gradients have norm ~190
 row "plain, gradient clipping" is the same network with ``--clip-grad 1``, the smallest
 change found that lets it train. "RescaleNet, gradient clipping" asks whether the same
 clipping lets RescaleNet use the larger learning rates BN trains at (it diverges at
-twice its chosen lr without).
+twice its chosen lr without); "BN, gradient clipping" gives BN the same clipping, so that a
+gain from clipping is not credited to the method.
 
 Every run writes its folder under ``runs/fashion/`` (``result.json`` when it finished);
 finished runs are skipped when the command is run again, so a table can be completed over
@@ -59,7 +60,8 @@ FASHION_MEAN, FASHION_STD = "0.286", "0.353"  # of the 60,000 training images
 _CIFAR_METHODS = {"RescaleNet": "rescalenet_{a}", "BN": "resnet_{a}", "GN": "gn_resnet_{a}",
                   "Fixup": "fixup_resnet_{a}", "SkipInit": "skipinit_resnet_{a}", "plain": "plain_resnet_{a}",
                   "plain, gradient clipping": "plain_resnet_{a} --clip-grad 1",
-                  "RescaleNet, gradient clipping": "rescalenet_{a} --clip-grad 1"}
+                  "RescaleNet, gradient clipping": "rescalenet_{a} --clip-grad 1",
+                  "BN, gradient clipping": "resnet_{a} --clip-grad 1"}
 GROUPS: Dict[str, dict] = {
     "cifar20": dict(size=28, epochs=1, methods={k: v.format(a="cifar20") for k, v in _CIFAR_METHODS.items()}),
     "cifar56": dict(size=28, epochs=1, methods={k: v.format(a="cifar56") for k, v in _CIFAR_METHODS.items()}),

@@ -17,7 +17,9 @@ Methods (``METHODS``; the same dimensions, data, recipe and budget for each):
 Protocol:
 
 1. *sweep*: every method at every ``--lrs`` with the first seed; each run is scored
-   by its final validation loss (the valid split, never test);
+   by its final validation loss (the valid split, never test); while a method's best
+   lr sits at an edge of what it tried, the grid is extended by a factor 2 past that
+   edge (``--max-extensions`` times at most), so no method is held at the grid's edge;
 2. *seeds*: every method at its best sweep lr with the other ``--seeds``;
 3. *table*: test BLEU (sacreBLEU 13a on detokenized output against the raw
    references, beam 5) mean +- sd over the seeds at the chosen lr, updates to reach
@@ -83,9 +85,10 @@ class Config:
     max_tokens: int = 2048
     dropout: float = 0.1
     validate_every: int = 100
-    # run in this order (lr-major, the middle of the grid first); shown sorted
-    lrs: List[float] = field(default_factory=lambda: [1e-3, 2e-3, 5e-4])
+    # the first grid, run in this order (lr-major); extended past a winning edge
+    lrs: List[float] = field(default_factory=lambda: [1e-3, 2e-3])
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
+    max_extensions: int = 2  # a factor 2 each
 
     def model_args(self) -> List[str]:
         args = []
@@ -96,7 +99,7 @@ class Config:
 
 
 QUICK = Config(layers=1, dim=32, ffn=64, heads=2, max_update=10, warmup=5, validate_every=5,
-               lrs=[1e-3], seeds=[1])
+               lrs=[1e-3], seeds=[1], max_extensions=0)
 
 
 def _lr_name(lr: float) -> str:
@@ -209,30 +212,50 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
 
 # ---------------------------------------------------------------- protocol
 
+def swept_lrs(tag: str, method: str, seed: int) -> List[float]:
+    """Every lr ``method`` finished (or diverged) at with the sweep's seed, sorted."""
+    folder, suffix = os.path.join(RUNS, tag, method), f"_s{seed}"
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    lrs = [float(n[2:-len(suffix)]) for n in names if n.startswith("lr") and n.endswith(suffix)]
+    return sorted(lr for lr in lrs if load_result(tag, method, lr, seed) is not None)
+
+
+def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
+    r = load_result(tag, method, lr, seed)
+    return r["final_valid_loss"] if r is not None and r["status"] == "done" else math.inf
+
+
+def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
+    """The lr past the edge of the sweep that wins (a diverged run loses; when every lr
+    diverged the low edge wins), or None when the first grid is unfinished, the best lr
+    is inside the grid, or ``cfg.max_extensions`` extensions were run."""
+    seed = cfg.seeds[0]
+    tried = swept_lrs(tag, method, seed)
+    if any(lr not in tried for lr in cfg.lrs) or len(tried) - len(set(cfg.lrs)) >= cfg.max_extensions:
+        return None
+    best = min(tried, key=lambda lr: (_sweep_loss(tag, method, lr, seed), lr))
+    if best == tried[-1] and math.isfinite(_sweep_loss(tag, method, best, seed)):
+        return best * 2
+    if best == tried[0]:
+        return best / 2
+    return None
+
+
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     """The sweep lr with the lowest final valid loss (diverged runs out); None until the
-    whole sweep of ``method`` is done."""
-    results = [load_result(tag, method, lr, cfg.seeds[0]) for lr in cfg.lrs]
-    if any(r is None for r in results):
+    whole sweep of ``method`` (its extensions included) is done."""
+    seed = cfg.seeds[0]
+    tried = swept_lrs(tag, method, seed)
+    if any(lr not in tried for lr in cfg.lrs) or next_sweep_lr(tag, cfg, method) is not None:
         return None
-    ok = [r for r in results if r["status"] == "done"]
-    return min(ok, key=lambda r: r["final_valid_loss"])["lr"] if ok else None
-
-
-def pending(tag: str, cfg: Config, methods: Sequence[str], phase: str) -> List[tuple]:
-    todo = []
-    if phase in ("sweep", "all"):
-        # lr-major: after each round every method has one more point of its sweep
-        todo += [(m, lr, cfg.seeds[0]) for lr in cfg.lrs for m in methods]
-    if phase in ("seeds", "all"):
-        todo += [(m, None, s) for m in methods for s in cfg.seeds[1:]]
-    return todo
+    finite = [lr for lr in tried if math.isfinite(_sweep_loss(tag, method, lr, seed))]
+    return min(finite, key=lambda lr: _sweep_loss(tag, method, lr, seed)) if finite else None
 
 
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -247,17 +270,30 @@ def check_config(tag: str, cfg: Config) -> None:
 
 def run_protocol(args, cfg: Config) -> None:
     check_config(args.tag, cfg)
-    todo = pending(args.tag, cfg, args.methods, args.phase)
-    for i, (method, lr, seed) in enumerate(todo, 1):
-        if lr is None:
-            lr = chosen_lr(args.tag, cfg, method)
+    seed0 = cfg.seeds[0]
+    if args.phase in ("sweep", "all"):
+        # lr-major: after each round every method has one more point of its sweep
+        run_all(args, cfg, [(m, lr, seed0) for lr in cfg.lrs for m in args.methods], "sweep")
+        while True:
+            more = [(m, lr, seed0) for m in args.methods if (lr := next_sweep_lr(args.tag, cfg, m)) is not None]
+            if not more:
+                break
+            run_all(args, cfg, more, "sweep extension")
+    if args.phase in ("seeds", "all"):
+        todo = []
+        for m in args.methods:
+            lr = chosen_lr(args.tag, cfg, m)
             if lr is None:
-                print(f"[{i}/{len(todo)}] {method} seed {seed}: its sweep is not finished (or every lr "
-                      f"diverged); skipped", flush=True)
-                continue
-        if load_result(args.tag, method, lr, seed) is not None:
-            continue
-        print(f"[{i}/{len(todo)}] {method} lr {_lr_name(lr)} seed {seed}: training "
+                print(f"{m}: its sweep is not finished (or every lr diverged); seeds skipped", flush=True)
+            else:
+                todo += [(m, lr, s) for s in cfg.seeds[1:]]
+        run_all(args, cfg, todo, "seeds")
+
+
+def run_all(args, cfg: Config, todo: Sequence[tuple], stage: str) -> None:
+    todo = [t for t in todo if load_result(args.tag, *t) is None]
+    for i, (method, lr, seed) in enumerate(todo, 1):
+        print(f"[{stage} {i}/{len(todo)}] {method} lr {_lr_name(lr)} seed {seed}: training "
               f"(log: {os.path.relpath(os.path.join(run_dir(args.tag, method, lr, seed), 'train.log'), ROOT)})",
               flush=True)
         r = train_and_score(args.data, args.lang, args.tag, cfg, method, lr, seed, args.threads)
@@ -299,13 +335,14 @@ def print_tables(args, cfg: Config) -> None:
                  for r in finished_runs(args.tag, args.methods)]))
     print(f"\n### Sweep (seed {cfg.seeds[0]}): final valid loss (label-smoothed), lowest = chosen\n")
     rows = []
+    lrs = sorted(set(cfg.lrs).union(*(swept_lrs(args.tag, m, cfg.seeds[0]) for m in args.methods)))
     for m in args.methods:
         row = [m]
-        for lr in sorted(cfg.lrs):
+        for lr in lrs:
             r = load_result(args.tag, m, lr, cfg.seeds[0])
             row.append("-" if r is None else ("diverged" if r["status"] != "done" else f"{r['final_valid_loss']:.3f}"))
         rows.append(row)
-    print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in sorted(cfg.lrs)], rows))
+    print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
     print(f"\n### Test BLEU at the chosen lr, valid loss <= {args.target_loss} reached after\n")
     rows, curves = [], {}
@@ -372,8 +409,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="CPU budget of the default table (1 thread, the 2-core machine "
-                                       "of docs/results.md): 25 runs (5 methods x 3 lrs, then 2 more "
-                                       "seeds), 1200 updates each: 12-25 minutes a run with generation (23 on a loaded machine), 5-10 hours in all; see docs/results.md.")
+                                       "of docs/results.md): 20-30 runs (5 methods x 2 lrs, 0-2 extensions each, then 2 more "
+                                       "seeds), 1200 updates each: 11-25 minutes a run with generation, 4-10 hours in all; see docs/results.md.")
     p.add_argument("--data", default=os.path.join(ROOT, "data", "gettext_en_de"),
                    help="folder made by projects.translation.prepare_gettext (default: data/gettext_en_de)")
     p.add_argument("--lang", default="de", help="target language of --data (default: de)")
@@ -395,6 +432,8 @@ def main(argv=None) -> None:
     p.add_argument("--validate-every", type=int, default=default.validate_every)
     p.add_argument("--lrs", type=float, nargs="+", default=default.lrs)
     p.add_argument("--seeds", type=int, nargs="+", default=default.seeds)
+    p.add_argument("--max-extensions", type=int, default=default.max_extensions,
+                   help="times the sweep may go a factor 2 past an edge that wins (default: %(default)s)")
     p.add_argument("--target-loss", type=float, default=6.0,
                    help="valid loss whose first crossing is reported (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1)
@@ -410,7 +449,7 @@ def main(argv=None) -> None:
         cfg = Config(layers=args.layers, dim=args.dim, ffn=args.ffn, heads=args.heads,
                      max_update=args.max_update, warmup=args.warmup, max_tokens=args.max_tokens,
                      dropout=default.dropout, validate_every=args.validate_every,
-                     lrs=args.lrs, seeds=args.seeds)
+                     lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

@@ -37,11 +37,41 @@ def test_a_tag_keeps_one_configuration_and_the_chosen_lr_is_the_lowest_valid_los
     with pytest.raises(SystemExit, match="another configuration"):
         bench.check_config("t", bench.Config(dim=256))
     assert bench.chosen_lr("t", cfg, "rescale") is None  # sweep not finished
-    for lr, loss, status in ((1e-3, 5.0, "done"), (2e-3, None, "diverged")):
-        os.makedirs(bench.run_dir("t", "rescale", lr, 1))
-        with open(os.path.join(bench.run_dir("t", "rescale", lr, 1), "result.json"), "w") as f:
-            json.dump({"lr": lr, "status": status, "final_valid_loss": loss}, f)
+    assert bench.next_sweep_lr("t", cfg, "rescale") is None  # nor the first grid
+    _write_result(1e-3, 5.0, "done")
+    _write_result(2e-3, None, "diverged")
+    # the low edge wins: the sweep goes on below it before an lr is chosen
+    assert bench.next_sweep_lr("t", cfg, "rescale") == 5e-4
+    assert bench.chosen_lr("t", cfg, "rescale") is None
+    _write_result(5e-4, 5.5, "done")
+    assert bench.next_sweep_lr("t", cfg, "rescale") is None
     assert bench.chosen_lr("t", cfg, "rescale") == 1e-3
+
+
+def _write_result(lr, loss, status, method="rescale", seed=1):
+    os.makedirs(bench.run_dir("t", method, lr, seed))
+    with open(os.path.join(bench.run_dir("t", method, lr, seed), "result.json"), "w") as f:
+        json.dump({"lr": lr, "status": status, "final_valid_loss": loss}, f)
+
+
+def test_the_sweep_goes_past_a_winning_high_edge_at_most_max_extensions_times(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(lrs=[1e-3, 2e-3], seeds=[1], max_extensions=2)
+    _write_result(1e-3, 6.0, "done", "postln")
+    _write_result(2e-3, 5.5, "done", "postln")
+    assert bench.next_sweep_lr("t", cfg, "postln") == 4e-3
+    _write_result(4e-3, 5.0, "done", "postln")
+    assert bench.next_sweep_lr("t", cfg, "postln") == 8e-3
+    _write_result(8e-3, 4.9, "done", "postln")
+    assert bench.next_sweep_lr("t", cfg, "postln") is None  # two extensions: the budget of the sweep
+    assert bench.chosen_lr("t", cfg, "postln") == 8e-3
+    # every lr diverged: the sweep goes down, and no lr is chosen if all of it diverges
+    for lr in (1e-3, 2e-3):
+        _write_result(lr, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", cfg, "noln") == 5e-4
+    _write_result(5e-4, None, "diverged", "noln")
+    _write_result(2.5e-4, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", cfg, "noln") is None and bench.chosen_lr("t", cfg, "noln") is None
 
 
 def test_missing_data_is_refused_with_the_command_that_makes_it(tmp_path):
