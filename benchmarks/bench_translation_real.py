@@ -68,6 +68,11 @@ METHODS: Dict[str, tuple] = {
     # the change the diagnosis kept (benchmarks/translation_diagnose.py); not in the default table yet
     "rescale_mlr10": ("rescale_transformer --rescale-multiplier-lr 10", "rescale_transformer",
                       ["--rescale-multiplier-lr", "10"]),
+    # the L-counting ablation: one chain over both stacks, or one per sublayer type
+    "rescale_count_model": ("rescale_transformer --rescale-count model", "rescale_transformer",
+                            ["--rescale-count", "model"]),
+    "rescale_count_type": ("rescale_transformer --rescale-count type", "rescale_transformer",
+                           ["--rescale-count", "type"]),
 }
 DEFAULT_METHODS = ["postln", "preln", "dyt", "noln", "rescale"]
 

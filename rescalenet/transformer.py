@@ -35,18 +35,33 @@ residual dropout after ``fc2`` / ``out_proj``), as the official code does for it
 branch reaches the sum with weight ``(1 / sqrt(L)) * sqrt(L / (k + 1)) = beta_k``
 (condition 1), and unrolling the chain every branch reaches the output with
 ``1 / sqrt(c + L)`` (condition 2).
+
+What counts as one chain is a choice the paper does not make for a Transformer;
+:func:`transformer_sublayer_indices` offers three (``SUBLAYER_COUNTS``), the first
+the default and the other two for the ablation:
+
+* ``stack``: each stack is one chain, as above;
+* ``model``: one chain over both stacks, the decoder's indices continuing after the
+  encoder's (``L`` = all sublayers of the model; the decoder then starts at a larger
+  ``k``, so its input keeps a larger share, as a larger ``c`` would give);
+* ``type``: each sublayer type of a stack (self-attention, cross-attention,
+  feed-forward) is its own chain of ``L`` = the stack's layers, so the sublayers of
+  layer ``l`` all get ``k = c + l``. Each sum still keeps the variance (condition 1);
+  the equal contribution (condition 2) then holds per type, not over the stack.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from torch import nn
 
 from .rescale import block_index, branch_init_gain, init_branch_weight_
 
 __all__ = [
+    "SUBLAYER_COUNTS",
     "stack_sublayer_indices",
+    "transformer_sublayer_indices",
     "init_linear_branch_weight_",
     "init_feedforward_branch_",
     "init_attention_branch_",
@@ -68,6 +83,38 @@ def stack_sublayer_indices(
         [block_index(layer * sublayers_per_layer + j, total, c) for j in range(sublayers_per_layer)]
         for layer in range(num_layers)
     ]
+
+
+SUBLAYER_COUNTS = ("stack", "model", "type")
+
+
+def transformer_sublayer_indices(
+    encoder_layers: int,
+    decoder_layers: int,
+    decoder_sublayers_per_layer: int = 3,
+    count: str = "stack",
+    c: Optional[int] = None,
+) -> Tuple[Tuple[List[List[int]], int], Tuple[List[List[int]], int]]:
+    """``((encoder k per layer, encoder L), (decoder k per layer, decoder L))`` of an
+    encoder-decoder Transformer (2 sublayers per encoder layer), its sublayers counted
+    into chains as ``count`` says (``SUBLAYER_COUNTS``, module docstring)."""
+    if count not in SUBLAYER_COUNTS:
+        raise ValueError(f"the sublayer count must be one of {', '.join(SUBLAYER_COUNTS)}, got {count!r}")
+    if count == "stack":
+        return ((stack_sublayer_indices(encoder_layers, 2, c), 2 * encoder_layers),
+                (stack_sublayer_indices(decoder_layers, decoder_sublayers_per_layer, c),
+                 decoder_sublayers_per_layer * decoder_layers))
+    if count == "type":
+        return tuple(([[block_index(layer, layers, c)] * per_layer for layer in range(layers)], layers)
+                     for layers, per_layer in ((encoder_layers, 2), (decoder_layers, decoder_sublayers_per_layer)))
+    total = 2 * encoder_layers + decoder_sublayers_per_layer * decoder_layers
+
+    def chain(layers: int, per_layer: int, start: int) -> List[List[int]]:
+        return [[block_index(start + layer * per_layer + j, total, c) for j in range(per_layer)]
+                for layer in range(layers)]
+
+    return ((chain(encoder_layers, 2, 0), total),
+            (chain(decoder_layers, decoder_sublayers_per_layer, 2 * encoder_layers), total))
 
 
 def init_linear_branch_weight_(layer: nn.Module, gain: float) -> None:

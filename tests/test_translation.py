@@ -161,6 +161,44 @@ def test_coefficients_keep_variance_and_equal_contribution(c):
         assert reach == pytest.approx([1 / math.sqrt(cc + L)] * L, rel=0.08)  # sampled stds
 
 
+@pytest.mark.parametrize("count", ["stack", "model", "type"])
+@pytest.mark.parametrize("c", [None, 2])
+def test_rescale_count_decides_what_one_chain_of_sums_is(count, c):
+    enc_layers, dec_layers = 2, 3
+    extra = _small(dim=32) + ["--encoder-layers", str(enc_layers), "--decoder-layers", str(dec_layers),
+                              "--rescale-count", count] + ([] if c is None else ["--rescale-c", str(c)])
+    model, _ = _build(_args(extra=extra))
+    total = 2 * enc_layers + 3 * dec_layers
+    expected = {  # (k of each sum in forward order, L) per stack, written out from the definitions
+        "stack": [([(3 if c is None else c) + i for i in range(4)], 4),
+                  ([(8 if c is None else c) + i for i in range(9)], 9)],
+        "model": [([(total - 1 if c is None else c) + i for i in range(4)], total),
+                  ([(total - 1 if c is None else c) + 4 + i for i in range(9)], total)],
+        "type": [([(1 if c is None else c) + i // 2 for i in range(4)], 2),
+                 ([(2 if c is None else c) + i // 3 for i in range(9)], 3)],
+    }[count]
+    for stack, (ks, L) in zip((model.encoder, model.decoder), expected):
+        sums = [m for m in stack.modules() if isinstance(m, RescaledResidual)]
+        assert [r.shortcut_scale for r in sums] == pytest.approx([math.sqrt(k / (k + 1)) for k in ks])
+        assert all(r.residual_scale == pytest.approx(1 / math.sqrt(L)) for r in sums)
+        # each sum keeps the variance whatever the count: its branch init carries sqrt(L / (k + 1))
+        fc2_gains = [layer.fc2.weight.std().item() * math.sqrt(layer.fc2.weight.shape[1]) for layer in stack.layers]
+        per_layer = len(sums) // len(stack.layers)
+        for layer, gain in enumerate(fc2_gains):
+            k = ks[layer * per_layer + per_layer - 1]  # the feed-forward sum is a layer's last
+            assert gain == pytest.approx((L / (k + 1)) ** 0.25, rel=0.08)
+
+
+def test_the_default_count_is_per_stack():
+    args = _args(extra=_small())
+    assert args.rescale_count == "stack"
+    with pytest.raises(SystemExit):  # argparse refuses an unknown choice
+        _args(extra=_small() + ["--rescale-count", "stacks"])
+    args.rescale_count = "both"  # set in code past argparse
+    with pytest.raises(ValueError, match="--rescale-count must be one of stack, model, type, got 'both'"):
+        _build(args)
+
+
 def _sublayer_variances(model, d, steps=8):
     """Calibrate, then record the variance of every residual sum's output (real tokens)."""
     gen = torch.Generator().manual_seed(1)

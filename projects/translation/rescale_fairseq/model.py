@@ -38,7 +38,7 @@ from fairseq.models.transformer.transformer_legacy import (
 )
 
 from rescalenet.layers import MULTIPLIERS
-from rescalenet.transformer import stack_sublayer_indices
+from rescalenet.transformer import SUBLAYER_COUNTS, transformer_sublayer_indices
 
 from .guards import (
     check_finite_output,
@@ -82,6 +82,9 @@ def check_rescale_args(args) -> None:
         depth = utils.safe_getattr(args, name, None)
         if depth is not None and depth < 1:
             raise ValueError(f"rescale_transformer needs {flag} >= 1, got {depth}")
+    count = utils.safe_getattr(args, "rescale_count", "stack")
+    if count not in SUBLAYER_COUNTS:
+        raise ValueError(f"--rescale-count must be one of {', '.join(SUBLAYER_COUNTS)}, got {count!r}")
     c = utils.safe_getattr(args, "rescale_c", None)
     if c is not None and c < 0:
         raise ValueError(f"--rescale-c must be >= 0 (default: number of sublayers - 1), got {c}")
@@ -123,6 +126,15 @@ def check_rescale_args(args) -> None:
         raise ValueError("--base-layers inserts layers without rescaling; not supported by rescale_transformer")
 
 
+def sublayer_chains(cfg, decoder_sublayers_per_layer: int):
+    """The ``k`` of every sublayer and the ``L`` of each stack, counted as
+    ``--rescale-count`` says (``rescalenet.transformer.transformer_sublayer_indices``)."""
+    return transformer_sublayer_indices(
+        cfg.encoder.layers, cfg.decoder.layers, decoder_sublayers_per_layer,
+        utils.safe_getattr(cfg, "rescale_count", None) or "stack", utils.safe_getattr(cfg, "rescale_c", None),
+    )
+
+
 class RescaleTransformerEncoder(TransformerEncoderBase):
     """fairseq's encoder with :class:`RescaleTransformerEncoderLayer` layers and an
     AddBias (``final_bias``) in place of the final LayerNorm."""
@@ -130,11 +142,9 @@ class RescaleTransformerEncoder(TransformerEncoderBase):
     layer_norm = PreSublayerSlot("final_bias")
 
     def __init__(self, cfg, dictionary, embed_tokens, return_fc: bool = False):
-        self._num_sublayers = 2 * cfg.encoder.layers
+        (indices, self._num_sublayers), _ = sublayer_chains(cfg, 2 if cfg.no_cross_attention else 3)
         # consumed by build_encoder_layer, which fairseq's constructor calls per layer
-        self._layer_indices = iter(
-            stack_sublayer_indices(cfg.encoder.layers, 2, utils.safe_getattr(cfg, "rescale_c", None))
-        )
+        self._layer_indices = iter(indices)
         super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
         del self._layer_indices
         self.final_bias = SequenceAddBias(
@@ -159,11 +169,8 @@ class RescaleTransformerDecoder(TransformerDecoderBase):
     layer_norm = PreSublayerSlot("final_bias")
 
     def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn: bool = False, output_projection=None):
-        per_layer = 2 if no_encoder_attn else 3
-        self._num_sublayers = per_layer * cfg.decoder.layers
-        self._layer_indices = iter(
-            stack_sublayer_indices(cfg.decoder.layers, per_layer, utils.safe_getattr(cfg, "rescale_c", None))
-        )
+        _, (indices, self._num_sublayers) = sublayer_chains(cfg, 2 if no_encoder_attn else 3)
+        self._layer_indices = iter(indices)
         super().__init__(
             cfg, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn, output_projection=output_projection
         )
@@ -217,6 +224,12 @@ class RescaleTransformerModel(TransformerModel):
             help="offset c of the sublayer index k = c + i (default: sublayers per stack - 1)",
         )
         parser.add_argument(
+            "--rescale-count", choices=SUBLAYER_COUNTS, metavar="CHAINS",
+            help="what one chain of L residual sums is: stack (each stack, the default), model "
+                 "(both stacks, the decoder's indices after the encoder's) or type (each sublayer "
+                 "type of a stack: L = its layers); an ablation of the derivation",
+        )
+        parser.add_argument(
             "--rescale-multiplier-lr", type=float, metavar="F",
             help="move every multiplier m_k F times as fast under Adam, through m_k = F * p_k "
                  "(p_k init 1/F; same model at init; default 1)",
@@ -260,6 +273,7 @@ class RescaleTransformerModel(TransformerModel):
 def _rescale_defaults(args) -> None:
     args.rescale_multiplier = getattr(args, "rescale_multiplier", "scalar")
     args.rescale_c = getattr(args, "rescale_c", None)
+    args.rescale_count = getattr(args, "rescale_count", None) or "stack"
     args.rescale_calibration_steps = getattr(args, "rescale_calibration_steps", 8)
     if getattr(args, "rescale_multiplier_lr", None) is None:
         args.rescale_multiplier_lr = 1.0
