@@ -343,16 +343,23 @@ def run_ablations(runner: Runner, table_only: bool) -> str:
     lr = max(sweep_table(runner, "cifar20", base).items(), key=lambda kv: kv[1], default=(None, 0))[0]
     if lr is None:
         raise SystemExit(f"bench_fashion: run --group cifar20 first: the ablations use the lr chosen for {base!r}")
-    rows = []
+    seeds = SEEDS[:1] if runner.quick else SEEDS
+    rows, tasks = [], []
     for name, extra in ABLATIONS.items():
         tag = "final" if not extra else "ablation-" + "_".join(e.strip("-").replace("_", "-") for e in extra)
         group, method = ("cifar20", base) if not extra else ("ablations", "RescaleNet-20")
         folders = [run_folder(runner, group, method, lr, s, tag) for s in SEEDS]
-        runs = [runner.result(f) for f in folders] if table_only else \
-            final_runs(runner, group, method, "rescalenet_cifar20", cfg["size"], lr, cfg["epochs"],
-                       list(extra) + base_flags, tag)
+        tasks += [(folder, "rescalenet_cifar20",
+                   budget_args(cfg["size"], cfg["epochs"], seed, lr, runner.quick) + list(extra) + base_flags)
+                  for folder, seed in zip(folders, SEEDS) if seed in seeds]
         rows.append(dict(method=name, arch=" ".join(["rescalenet_cifar20", *extra, *base_flags]), lr=lr, sweep={},
-                         runs=runs, folders=folders))
+                         folders=folders))
+    if not table_only:
+        # seed-major, one pool: every row gets its first seeds before any row its last, and no
+        # slot idles between rows
+        runner.run_all(sorted(tasks, key=lambda t: t[0].rsplit("-s", 1)[-1]))
+    for row in rows:
+        row["runs"] = [runner.result(f) for f in row["folders"]]
     return summarize(runner, "ablations", rows, None)
 
 
