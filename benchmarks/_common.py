@@ -59,3 +59,20 @@ def append_result(title: str, body: str, notes: str = "") -> None:
                     "benchmark script named in its command line (`benchmarks/`).\n")
         f.write("\n".join(block))
     print(f"appended to {os.path.relpath(RESULTS, ROOT)}")
+
+
+def seeded_batches(data: str, size: int, seed: int, batch: int):
+    """Training batches ``(x, y)`` of the Fashion-MNIST ImageFolder at ``data`` in a seeded
+    order, with bench_fashion's augmentation (padded crop + flip) and normalization: the
+    first steps of a run, for the probes that replay them."""
+    import torch
+
+    from rescalenet import fashion_mnist
+    from rescalenet.training import image_folder, image_transform
+
+    dataset = image_folder(os.path.join(data, "train"), image_transform(
+        True, size, "crop-flip", in_chans=1, mean=[fashion_mnist.MEAN], std=[fashion_mnist.STD]))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    for start in range(0, len(order) - batch + 1, batch):
+        idx = order[start:start + batch]
+        yield torch.stack([dataset[int(i)][0] for i in idx]), torch.tensor([dataset.targets[int(i)] for i in idx])

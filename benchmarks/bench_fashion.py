@@ -55,7 +55,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION_MEAN, FASHION_STD = "0.286", "0.353"  # of the 60,000 training images
+sys.path.insert(0, ROOT)
+from rescalenet.fashion_mnist import MEAN as FASHION_MEAN, STD as FASHION_STD  # noqa: E402
 
 _CIFAR_METHODS = {"RescaleNet": "rescalenet_{a}", "BN": "resnet_{a}", "GN": "gn_resnet_{a}",
                   "Fixup": "fixup_resnet_{a}", "SkipInit": "skipinit_resnet_{a}", "plain": "plain_resnet_{a}",
@@ -104,7 +105,7 @@ DEPTH = dict(archs=("cifar20", "cifar110", "cifar1202"), methods=("RescaleNet", 
 
 
 def recipe(size: int) -> List[str]:
-    return ["--in-chans", "1", "--mean", FASHION_MEAN, "--std", FASHION_STD, "--img-size", str(size),
+    return ["--in-chans", "1", "--mean", str(FASHION_MEAN), "--std", str(FASHION_STD), "--img-size", str(size),
             "--val-resize", str(size), "--train-aug", "crop-flip", "--batch-size", "128", "--schedule", "cosine",
             "--warmup-epochs", "0", "--drop-conv", "0.03", "--drop-fc", "0.3", "--workers", "0", "--threads", "1",
             "--progress", "plain", "--print-freq", "100", "--no-tensorboard"]

@@ -29,12 +29,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, table  # noqa: E402
+from _common import ROOT, seeded_batches, table  # noqa: E402
 
 from rescalenet.train import RESCALENETS, build_model, build_param_groups  # noqa: E402
-from rescalenet.training import image_folder, image_transform  # noqa: E402
 
-FASHION_MEAN, FASHION_STD = 0.286, 0.353
 EPOCH_STEPS, WARMUP_STEPS, BATCH = 421, 21, 128  # bench_fashion's budget
 
 
@@ -47,9 +45,7 @@ def lr_at(step: int, peak: float) -> float:
 
 def run(arch: str, lr: float, clip: float, data: str, steps: int, seed: int, every: int, freeze_scalars: bool):
     torch.manual_seed(seed)
-    dataset = image_folder(os.path.join(data, "train"),
-                           image_transform(True, 28, "crop-flip", in_chans=1, mean=[FASHION_MEAN], std=[FASHION_STD]))
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    batches = seeded_batches(data, 28, seed, BATCH)
     kwargs = dict(num_classes=10, in_chans=1, drop_conv=0.03, drop_fc=0.3)
     model = build_model(arch, **kwargs)
     if freeze_scalars:
@@ -65,9 +61,7 @@ def run(arch: str, lr: float, clip: float, data: str, steps: int, seed: int, eve
     for step in range(steps):
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr_at(step, base)
-        batch = order[step * BATCH:(step + 1) * BATCH]
-        x = torch.stack([dataset[int(i)][0] for i in batch])
-        y = torch.tensor([dataset.targets[int(i)] for i in batch])
+        x, y = next(batches)
         loss = F.cross_entropy(model(x), y)
         if not torch.isfinite(loss):
             rows.append([step, f"{loss.item()}", "-", "-", "(stopped: non-finite loss)"])

@@ -25,26 +25,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, table  # noqa: E402
+from _common import ROOT, seeded_batches, table  # noqa: E402
 
 from rescalenet.baselines import create_baseline  # noqa: E402
-from rescalenet.training import image_folder, image_transform  # noqa: E402
 
-FASHION_MEAN, FASHION_STD = 0.286, 0.353
+
+BATCH = 128  # bench_fashion's
 
 
 def run(arch: str, size: int, data: str, lr: float, clip: float, steps: int, seed: int, every: int):
     torch.manual_seed(seed)
-    dataset = image_folder(os.path.join(data, "train"),
-                           image_transform(True, size, "crop-flip", in_chans=1, mean=[FASHION_MEAN], std=[FASHION_STD]))
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    batches = seeded_batches(data, size, seed, BATCH)
     model = create_baseline(arch, num_classes=10, in_chans=1, drop_conv=0.03, drop_fc=0.3)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     rows = []
     for step in range(steps):
-        batch = order[step * 128:(step + 1) * 128]
-        x = torch.stack([dataset[int(i)][0] for i in batch])
-        y = torch.tensor([dataset.targets[int(i)] for i in batch])
+        x, y = next(batches)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad()
