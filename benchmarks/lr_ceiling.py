@@ -7,8 +7,8 @@ first steps of the benchmark's schedule, printed.
 
 Each run (``ARCH:LR[:CLIP]``) builds the model and optimizer as ``python -m rescalenet.train``
 does for ``benchmarks/bench_fashion.py`` (its parameter groups, SGD 0.9, weight decay 1e-4,
-Dropout2d 0.03 / dropout 0.3, a linear warm-up over 21 steps to LR then cosine over the
-421-step epoch, padded crop + flip, batch 128), on the real training images in a seeded
+Dropout2d 0.03 / dropout 0.3, the trainer's ``WarmupSchedule``: a linear warm-up over 21
+steps to LR then cosine over the 421-step epoch, padded crop + flip, batch 128), on the real training images in a seeded
 order (not the trainer's loader: the step at which a run blows up can differ from the
 benchmark's), and prints every few steps: the training loss, the global gradient norm
 (before any clipping), and the largest relative update of one convolution's weights in
@@ -21,7 +21,6 @@ classifier's biases): does a run still blow up when only the weight matrices mov
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -32,15 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, seeded_batches, table  # noqa: E402
 
 from rescalenet.train import RESCALENETS, build_model, build_param_groups  # noqa: E402
+from rescalenet.training import WarmupSchedule  # noqa: E402
 
 EPOCH_STEPS, WARMUP_STEPS, BATCH = 421, 21, 128  # bench_fashion's budget
-
-
-def lr_at(step: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over WARMUP_STEPS, then cosine to 0 at EPOCH_STEPS."""
-    if step < WARMUP_STEPS:
-        return peak * (step + 1) / WARMUP_STEPS
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - WARMUP_STEPS) / (EPOCH_STEPS - WARMUP_STEPS)))
 
 
 def run(arch: str, lr: float, clip: float, data: str, steps: int, seed: int, every: int, freeze_scalars: bool):
@@ -54,13 +47,13 @@ def run(arch: str, lr: float, clip: float, data: str, steps: int, seed: int, eve
                 p.requires_grad_(False)
     groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in build_param_groups(model, arch, lr, 1e-4)]
     optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=0.9, weight_decay=1e-4)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]  # groups may carry their own factor (Fixup: lr/10)
+    # the trainer's schedule with bench_fashion's flags (--epochs 1 --schedule cosine --warmup-steps 21)
+    schedule = WarmupSchedule(optimizer, EPOCH_STEPS, 1, 0, "cosine", warmup_steps=WARMUP_STEPS)
     convs = {n: m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     rows = []
     model.train()
     for step in range(steps):
-        for group, base in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr_at(step, base)
+        schedule.step()
         x, y = next(batches)
         loss = F.cross_entropy(model(x), y)
         if not torch.isfinite(loss):
