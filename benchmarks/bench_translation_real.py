@@ -93,7 +93,7 @@ class Config:
     # the first grid, run in this order (lr-major); extended past a winning edge
     lrs: List[float] = field(default_factory=lambda: [1e-3, 2e-3])
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
-    max_extensions: int = 2  # a factor 2 each
+    max_extensions: int = 4  # a factor 2 each (up to 16x the first grid's top)
 
     def model_args(self) -> List[str]:
         args = []
