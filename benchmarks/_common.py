@@ -1,13 +1,15 @@
 """Shared helpers of the benchmark scripts: machine description, markdown tables,
-appending a result block (with the exact command) to docs/results.md."""
+appending a result block (with the exact command) to docs/results.md, the lr sweeps'
+edge rule."""
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import shlex
 import sys
-from typing import List, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results.md")
@@ -76,3 +78,24 @@ def seeded_batches(data: str, size: int, seed: int, batch: int):
     for start in range(0, len(order) - batch + 1, batch):
         idx = order[start:start + batch]
         yield torch.stack([dataset[int(i)][0] for i in idx]), torch.tensor([dataset.targets[int(i)] for i in idx])
+
+
+def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[float],
+                         max_extensions: int) -> Optional[float]:
+    """The next lr of a sweep, one factor 2 past the edge that wins, so that no method
+    is held at the edge of its grid; None when the first grid is not finished, the best
+    lr is inside what was tried, or ``max_extensions`` lrs beyond the first grid were run.
+
+    ``scores`` maps every lr tried to its score, higher is better, ``-inf`` for a run
+    that failed (diverged). Ties go to the lower lr, so when every run failed the sweep
+    goes down; a failed top edge never sends it up. Every lr sweep of ``benchmarks/``
+    (classification, detection, video, translation) extends its grid by this rule."""
+    tried = sorted(scores)
+    if any(lr not in scores for lr in first_grid) or len(tried) - len(set(first_grid)) >= max_extensions:
+        return None
+    best = max(tried, key=lambda lr: (scores[lr], -lr))
+    if best == tried[-1] and math.isfinite(scores[best]):
+        return best * 2
+    if best == tried[0]:
+        return best / 2
+    return None

@@ -19,8 +19,10 @@ Protocol (shared with ``bench_video_real.py``):
 
 1. *sweep*: the depth-18 model of each backbone family (RescaleNet, BN, GN) at every
    ``--lrs`` with the first seed, scored by ``mim test`` on the **validation** split
-   (bbox mAP); the best lr is that family's lr, at depth 18 and 50 (sweeping the
-   depth-50 models as well would double the CPU cost);
+   (bbox mAP); while a family's best lr sits at an edge of what it tried, the grid is
+   extended by a factor 2 past that edge (``--max-extensions`` times at most), so no
+   family is held at the grid's edge; the best lr is that family's lr, at depth 18 and
+   50 (sweeping the depth-50 models as well would double the CPU cost);
 2. *seeds*: every model at its family's lr with every ``--seeds`` (the sweep's run is
    reused for the first seed);
 3. *table*: bbox and segm mAP of ``mim test`` on the **test** split, mean +- sd over
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -52,7 +55,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, machine, table  # noqa: E402
+from _common import ROOT, lr_past_winning_edge, machine, table  # noqa: E402
 
 from projects import mim_cli  # noqa: E402
 
@@ -69,13 +72,15 @@ class Model:
 
 @dataclass
 class Budget:
-    """What one table (``--tag``) runs: the lrs and seeds, and for a smoke run how many
-    samples of each split to use (``None``: all) and how many epochs."""
+    """What one table (``--tag``) runs: the first grid of lrs, how many lrs past its
+    winning edge the sweep may add, the seeds, and for a smoke run how many samples of
+    each split to use (``None``: all) and how many epochs."""
 
     lrs: List[float]
     seeds: List[int]
     subset: Optional[Dict[str, int]] = None
     epochs: Optional[int] = None
+    max_extensions: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,13 +213,36 @@ def sweep_model(task: Task, family: str) -> str:
     return next(n for n, m in task.models.items() if m.family == family and m.sweep)
 
 
+def swept_lrs(task: Task, tag: str, model: str, seed: int) -> List[float]:
+    """Every lr ``model`` finished (or diverged) at with ``seed``, sorted."""
+    folder, suffix = os.path.join(RUNS, task.name, tag, model), f"_s{seed}"
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    lrs = [float(n[2:-len(suffix)]) for n in names if n.startswith("lr") and n.endswith(suffix)]
+    return sorted(lr for lr in lrs if load_result(task, tag, model, lr, seed) is not None)
+
+
+def sweep_scores(task: Task, tag: str, budget: Budget, family: str) -> Dict[float, float]:
+    """lr -> validation score of the family's sweep runs (-inf: diverged)."""
+    model, seed = sweep_model(task, family), budget.seeds[0]
+    results = {lr: load_result(task, tag, model, lr, seed) for lr in swept_lrs(task, tag, model, seed)}
+    return {lr: r["val"][task.score] if r["status"] == "done" else -math.inf for lr, r in results.items()}
+
+
+def next_sweep_lr(task: Task, tag: str, budget: Budget, family: str) -> Optional[float]:
+    """The lr past the winning edge of the family's sweep (``_common.lr_past_winning_edge``),
+    or None when its first grid is unfinished, its best lr is inside, or
+    ``budget.max_extensions`` extensions were run."""
+    return lr_past_winning_edge(sweep_scores(task, tag, budget, family), budget.lrs, budget.max_extensions)
+
+
 def chosen_lr(task: Task, tag: str, budget: Budget, family: str) -> Optional[float]:
-    """The sweep lr of ``family`` with the best validation score; None until its sweep is done."""
-    results = [load_result(task, tag, sweep_model(task, family), lr, budget.seeds[0]) for lr in budget.lrs]
-    if any(r is None for r in results):
+    """The sweep lr of ``family`` with the best validation score; None until its sweep
+    (extensions included) is done, or when every lr diverged."""
+    scores = sweep_scores(task, tag, budget, family)
+    if any(lr not in scores for lr in budget.lrs) or next_sweep_lr(task, tag, budget, family) is not None:
         return None
-    ok = [r for r in results if r["status"] == "done"]
-    return max(ok, key=lambda r: r["val"][task.score])["lr"] if ok else None
+    ok = [lr for lr, score in scores.items() if math.isfinite(score)]
+    return max(ok, key=lambda lr: (scores[lr], -lr)) if ok else None
 
 
 def pending(task: Task, budget: Budget, models: Sequence[str], phase: str) -> List[tuple]:
@@ -259,18 +287,32 @@ def resolved_config(config: str) -> dict:
 
 def run_protocol(task: Task, args, budget: Budget) -> None:
     check_tag(task, args.tag, budget)
-    todo = pending(task, budget, args.models, args.phase)
+    if args.phase in ("sweep", "all"):
+        run_list(task, args, budget, pending(task, budget, args.models, "sweep"))
+        sweepers = [n for n in args.models if task.models[n].sweep]
+        while True:  # past a winning edge, one factor 2 at a time
+            more = [(n, lr, budget.seeds[0]) for n in sweepers
+                    if (lr := next_sweep_lr(task, args.tag, budget, task.models[n].family)) is not None]
+            if not more:
+                break
+            run_list(task, args, budget, more, "sweep extension ")
+    if args.phase in ("seeds", "all"):
+        run_list(task, args, budget, pending(task, budget, args.models, "seeds"))
+
+
+def run_list(task: Task, args, budget: Budget, todo: Sequence[tuple], stage: str = "") -> None:
+    """Train and score every ``(model, lr or None for the family's chosen lr, seed)`` not done yet."""
     for i, (name, lr, seed) in enumerate(todo, 1):
         family = task.models[name].family
         if lr is None:
             lr = chosen_lr(task, args.tag, budget, family)
             if lr is None:
-                print(f"[{i}/{len(todo)}] {name} seed {seed}: the {family} sweep "
+                print(f"[{stage}{i}/{len(todo)}] {name} seed {seed}: the {family} sweep "
                       f"({sweep_model(task, family)}) is not finished; skipped", flush=True)
                 continue
         if load_result(task, args.tag, name, lr, seed) is not None:
             continue
-        print(f"[{i}/{len(todo)}] {name} lr {_lr_name(lr)} seed {seed}: mim train {task.codebase} "
+        print(f"[{stage}{i}/{len(todo)}] {name} lr {_lr_name(lr)} seed {seed}: mim train {task.codebase} "
               f"{task.models[name].config} ({os.path.relpath(run_dir(task, args.tag, name, lr, seed), ROOT)})",
               flush=True)
         r = train_and_test(task, args, budget, name, lr, seed)
@@ -297,16 +339,16 @@ def finished(task: Task, tag: str, budget: Budget, name: str) -> List[dict]:
 def print_tables(task: Task, args, budget: Budget) -> None:
     print(f"\n### Sweep (seed {budget.seeds[0]}): validation {task.score} of `mim test` on val, "
           f"highest = chosen\n")
+    sweepers = [n for n in args.models if task.models[n].sweep]
+    lrs = sorted(set(budget.lrs).union(*(swept_lrs(task, args.tag, n, budget.seeds[0]) for n in sweepers)))
     rows = []
-    for name in args.models:
-        if not task.models[name].sweep:
-            continue
+    for name in sweepers:
         row = [name]
-        for lr in budget.lrs:
+        for lr in lrs:
             r = load_result(task, args.tag, name, lr, budget.seeds[0])
             row.append("-" if r is None else ("diverged" if r["status"] != "done" else f"{r['val'][task.score]:.3f}"))
         rows.append(row)
-    print(table(["model"] + [f"lr {_lr_name(lr)}" for lr in budget.lrs], rows))
+    print(table(["model"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
     print(f"\n### Test split, `mim test` at the family's chosen lr (mean +- sd over seeds)\n")
     rows = []
@@ -378,6 +420,9 @@ def main(task: Task, argv=None, title: str = "") -> None:
     p.add_argument("--phase", choices=["all", "sweep", "seeds", "table"], default="all")
     p.add_argument("--lrs", type=float, nargs="+", default=None,
                    help=f"sweep lrs (default: {' '.join(map(_lr_name, task.default.lrs))})")
+    p.add_argument("--max-extensions", type=int, default=None,
+                   help="lrs the sweep may add past a winning edge, a factor 2 each "
+                        f"(default: {task.default.max_extensions})")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help=f"seeds; the first is the sweep's (default: {' '.join(map(str, task.default.seeds))})")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each mim command (default: 1)")
@@ -387,7 +432,8 @@ def main(task: Task, argv=None, title: str = "") -> None:
     RUNS = os.path.abspath(args.output)
     budget = task.quick if args.quick else task.default
     budget = Budget(lrs=args.lrs or budget.lrs, seeds=args.seeds or budget.seeds, subset=budget.subset,
-                    epochs=budget.epochs)
+                    epochs=budget.epochs, max_extensions=budget.max_extensions if args.max_extensions is None
+                    else args.max_extensions)
     args.tag = args.tag or ("quick" if args.quick else "core")
     task.check_data(args.data)
     missing = sorted({m.family for m in task.models.values()} - {task.models[n].family for n in args.models
@@ -441,12 +487,12 @@ def _detection_task() -> Task:
         metrics=("coco/bbox_mAP", "coco/segm_mAP", "coco/bbox_mAP_50", "coco/segm_mAP_50"),
         default_data=os.path.join(ROOT, "data", "fashion_coco"), check_data=_check_coco,
         data_options=fashion_coco.data_cfg_options, quick_options=_detection_quick,
-        default=Budget(lrs=[0.01, 0.02, 0.04], seeds=[0, 1]),
+        default=Budget(lrs=[0.01, 0.02, 0.04], seeds=[0, 1], max_extensions=2),
         quick=Budget(lrs=[0.02], seeds=[0], subset={"train": 8, "val": 4, "test": 4}, epochs=1),
         show=_progress,
         budget_note="CPU budget of the default table (1 thread, 2-core machine shared with other jobs): "
-                    "15 runs (3 families x 3 lrs at depth 18, then 1 more seed of each, then the 3 depth-50 "
-                    "models x 2 seeds) of 1,000 iterations; measured per run in docs/results.md "
+                    "15 runs (3 families x 3 lrs at depth 18, plus up to 2 lrs past a winning edge each, then "
+                    "1 more seed of each, then the 3 depth-50 models x 2 seeds) of 1,000 iterations; measured per run in docs/results.md "
                     "('Real data: detection').")
 
 

@@ -56,6 +56,8 @@ from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import lr_past_winning_edge  # noqa: E402
 from rescalenet.fashion_mnist import MEAN as FASHION_MEAN, STD as FASHION_STD  # noqa: E402
 
 _CIFAR_METHODS = {"RescaleNet": "rescalenet_{a}", "BN": "resnet_{a}", "GN": "gn_resnet_{a}",
@@ -204,19 +206,14 @@ def sweep(runner: Runner, group: str, method: str, arch: str, size: int, epochs:
                          budget_args(size, epochs, SEEDS[0], lr, runner.quick) + flags) for lr in lrs_])
 
     run(lrs)
-    for _ in range(MAX_EXTENSIONS):
-        if runner.quick:
-            break
+    while not runner.quick:
         scores = sweep_table(runner, group, method)
         if all(scores.get(lr, -1.0) < CHANCE_MARGIN for lr in lrs):
             break  # diverged or at chance everywhere: the failure is not the lr (benchmarks/plain_collapse.py)
-        best = max(lrs, key=lambda lr: scores.get(lr, -1.0))
-        if best == min(lrs):
-            lrs.insert(0, best / 2)
-        elif best == max(lrs):
-            lrs.append(best * 2)
-        else:
+        more = lr_past_winning_edge({lr: scores.get(lr, -1.0) for lr in lrs}, SWEEP_LRS, MAX_EXTENSIONS)
+        if more is None:
             break
+        lrs = sorted(lrs + [more])
         run(lrs)
     scores = sweep_table(runner, group, method)
     return max(lrs, key=lambda lr: scores.get(lr, -1.0))

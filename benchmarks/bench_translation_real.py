@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, table  # noqa: E402
+from _common import ROOT, lr_past_winning_edge, table  # noqa: E402
 
 from projects.translation import toy_task  # noqa: E402
 
@@ -231,19 +231,13 @@ def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
 
 
 def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
-    """The lr past the edge of the sweep that wins (a diverged run loses; when every lr
-    diverged the low edge wins), or None when the first grid is unfinished, the best lr
-    is inside the grid, or ``cfg.max_extensions`` extensions were run."""
+    """The lr past the edge of the sweep that wins (``_common.lr_past_winning_edge``: a
+    diverged run loses; when every lr diverged the low edge wins), or None when the
+    first grid is unfinished, the best lr is inside the grid, or ``cfg.max_extensions``
+    extensions were run."""
     seed = cfg.seeds[0]
-    tried = swept_lrs(tag, method, seed)
-    if any(lr not in tried for lr in cfg.lrs) or len(tried) - len(set(cfg.lrs)) >= cfg.max_extensions:
-        return None
-    best = min(tried, key=lambda lr: (_sweep_loss(tag, method, lr, seed), lr))
-    if best == tried[-1] and math.isfinite(_sweep_loss(tag, method, best, seed)):
-        return best * 2
-    if best == tried[0]:
-        return best / 2
-    return None
+    scores = {lr: -_sweep_loss(tag, method, lr, seed) for lr in swept_lrs(tag, method, seed)}
+    return lr_past_winning_edge(scores, cfg.lrs, cfg.max_extensions)
 
 
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:

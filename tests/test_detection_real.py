@@ -212,6 +212,39 @@ def test_protocol_sweeps_depth_18_and_shares_the_lr_with_depth_50(tmp_path, monk
     assert bench.chosen_lr(task, "t", budget, "bn") == 0.01
 
 
+def _write_sweep_result(task, model, lr, score, status="done"):
+    out = bench.run_dir(task, "t", model, lr, 0)
+    os.makedirs(out)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump({"lr": lr, "status": status, "val": {"coco/bbox_mAP": score}}, f)
+
+
+def test_the_sweep_goes_past_a_winning_edge_before_an_lr_is_chosen(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    task = bench._detection_task()
+    budget = bench.Budget(lrs=[0.01, 0.02], seeds=[0, 1], max_extensions=2)
+    _write_sweep_result(task, "r18_bn", 0.01, 0.30)
+    _write_sweep_result(task, "r18_bn", 0.02, 0.25)
+    assert bench.next_sweep_lr(task, "t", budget, "bn") == 0.005  # the low edge won
+    assert bench.chosen_lr(task, "t", budget, "bn") is None
+    _write_sweep_result(task, "r18_bn", 0.005, 0.28)
+    assert bench.next_sweep_lr(task, "t", budget, "bn") is None  # the best is inside now
+    assert bench.chosen_lr(task, "t", budget, "bn") == 0.01
+    # a top edge that wins goes up, at most max_extensions times; a diverged run loses
+    _write_sweep_result(task, "rescale18", 0.01, 0.30)
+    _write_sweep_result(task, "rescale18", 0.02, 0.40)
+    assert bench.next_sweep_lr(task, "t", budget, "rescale") == 0.04
+    _write_sweep_result(task, "rescale18", 0.04, 0.45)
+    assert bench.next_sweep_lr(task, "t", budget, "rescale") == 0.08
+    _write_sweep_result(task, "rescale18", 0.08, None, "diverged")
+    assert bench.next_sweep_lr(task, "t", budget, "rescale") is None
+    assert bench.chosen_lr(task, "t", budget, "rescale") == 0.04
+    # the seeds phase waits for the extensions: a family with one pending is skipped
+    _write_sweep_result(task, "r18_gn", 0.01, 0.20)
+    _write_sweep_result(task, "r18_gn", 0.02, 0.22)
+    assert bench.chosen_lr(task, "t", budget, "gn") is None
+
+
 @pytest.mark.slow
 def test_benchmark_round_trip_through_mim(idx_root, coco_root, tmp_path, monkeypatch):
     """One tiny run of the benchmark: mim train mmdet (2 iterations) on Fashion-COCO, then
