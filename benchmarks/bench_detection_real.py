@@ -153,11 +153,28 @@ def _mim(task: Task, command: str, model: Model, work_dir: str, options: Dict[st
     return out
 
 
+# What mmdet's CocoMetric logs, and returns no metric at all, when a model detects nothing
+NO_DETECTIONS = "The testing results of the whole dataset is empty"
+
+
+def scored_metrics(task: Task, metrics: Dict[str, float], output: str, work_dir: str) -> Dict[str, float]:
+    """``metrics`` of one ``mim test`` with every metric the table reads. A model that
+    detects nothing scores 0 (CocoMetric then reports no metric, only its log line says
+    why; ``no_detections`` records it); any other missing metric is an error."""
+    missing = [k for k in (task.score, *task.metrics) if k not in metrics]
+    if not missing:
+        return metrics
+    if NO_DETECTIONS in output:
+        return {**metrics, **{k: 0.0 for k in missing}, "no_detections": True}
+    raise SystemExit(f"error: `mim test` in {work_dir} reported no {missing}; its output: "
+                     f"{os.path.join(work_dir, 'test.out')}")
+
+
 def _test(task: Task, model: Model, checkpoint: str, work_dir: str, options: Dict[str, object],
           threads: int) -> Dict[str, float]:
     shutil.rmtree(work_dir, ignore_errors=True)
-    _mim(task, "test", model, work_dir, options, ["--checkpoint", checkpoint], threads)
-    return mim_cli.read_test_metrics(work_dir)
+    out = _mim(task, "test", model, work_dir, options, ["--checkpoint", checkpoint], threads)
+    return scored_metrics(task, mim_cli.read_test_metrics(work_dir), out, work_dir)
 
 
 def train_and_test(task: Task, args, budget: Budget, name: str, lr: float, seed: int) -> dict:
@@ -346,7 +363,8 @@ def print_tables(task: Task, args, budget: Budget) -> None:
         row = [name]
         for lr in lrs:
             r = load_result(task, args.tag, name, lr, budget.seeds[0])
-            row.append("-" if r is None else ("diverged" if r["status"] != "done" else f"{r['val'][task.score]:.3f}"))
+            row.append("-" if r is None else "diverged" if r["status"] != "done" else
+                       "0 (no detections)" if r["val"].get("no_detections") else f"{r['val'][task.score]:.3f}")
         rows.append(row)
     print(table(["model"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 

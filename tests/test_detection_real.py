@@ -245,6 +245,19 @@ def test_the_sweep_goes_past_a_winning_edge_before_an_lr_is_chosen(tmp_path, mon
     assert bench.chosen_lr(task, "t", budget, "gn") is None
 
 
+def test_a_model_that_detects_nothing_scores_zero_and_a_missing_metric_is_an_error(tmp_path):
+    task = bench._detection_task()
+    timing = {"data_time": 0.01, "time": 0.2}
+    log = "mmengine - ERROR - coco_metric.py - The testing results of the whole dataset is empty.\n"
+    scored = bench.scored_metrics(task, dict(timing), log, str(tmp_path))
+    assert scored["no_detections"] is True
+    assert all(scored[k] == 0.0 for k in (task.score, *task.metrics))
+    full = {**timing, **{k: 0.5 for k in (task.score, *task.metrics)}}
+    assert bench.scored_metrics(task, full, "", str(tmp_path)) == full
+    with pytest.raises(SystemExit, match="reported no .*coco/bbox_mAP.*test.out"):
+        bench.scored_metrics(task, dict(timing), "Testing finished successfully.", str(tmp_path))
+
+
 @pytest.mark.slow
 def test_benchmark_round_trip_through_mim(idx_root, coco_root, tmp_path, monkeypatch):
     """One tiny run of the benchmark: mim train mmdet (2 iterations) on Fashion-COCO, then
