@@ -80,6 +80,15 @@ def seeded_batches(data: str, size: int, seed: int, batch: int):
         yield torch.stack([dataset[int(i)][0] for i in idx]), torch.tensor([dataset.targets[int(i)] for i in idx])
 
 
+def swept_lrs(folder: str, seed: int) -> List[float]:
+    """The lrs of the finished runs ``folder/lr<lr>_s<seed>/result.json`` (the run folders
+    of the sweeping benchmarks), sorted."""
+    suffix = f"_s{seed}"
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(float(n[2:-len(suffix)]) for n in names if n.startswith("lr") and n.endswith(suffix)
+                  and os.path.isfile(os.path.join(folder, n, "result.json")))
+
+
 def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[float],
                          max_extensions: int) -> Optional[float]:
     """The next lr of a sweep, one factor 2 past the edge that wins, so that no method
@@ -99,3 +108,14 @@ def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[flo
     if best == tried[0]:
         return best / 2
     return None
+
+
+def chosen_sweep_lr(scores: Mapping[float, float], first_grid: Sequence[float],
+                    max_extensions: int) -> Optional[float]:
+    """The sweep's lr: the best score (ties to the lower lr) among the runs that did not
+    fail; None until the sweep is done (its first grid and every extension
+    :func:`lr_past_winning_edge` asks for), or when every run failed."""
+    if any(lr not in scores for lr in first_grid) or lr_past_winning_edge(scores, first_grid, max_extensions) is not None:
+        return None
+    ok = [lr for lr, score in scores.items() if math.isfinite(score)]
+    return max(ok, key=lambda lr: (scores[lr], -lr)) if ok else None

@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, lr_past_winning_edge, machine, table  # noqa: E402
+from _common import ROOT, chosen_sweep_lr, lr_past_winning_edge, machine, swept_lrs, table  # noqa: E402
 
 from projects import mim_cli  # noqa: E402
 
@@ -230,18 +230,11 @@ def sweep_model(task: Task, family: str) -> str:
     return next(n for n, m in task.models.items() if m.family == family and m.sweep)
 
 
-def swept_lrs(task: Task, tag: str, model: str, seed: int) -> List[float]:
-    """Every lr ``model`` finished (or diverged) at with ``seed``, sorted."""
-    folder, suffix = os.path.join(RUNS, task.name, tag, model), f"_s{seed}"
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    lrs = [float(n[2:-len(suffix)]) for n in names if n.startswith("lr") and n.endswith(suffix)]
-    return sorted(lr for lr in lrs if load_result(task, tag, model, lr, seed) is not None)
-
-
 def sweep_scores(task: Task, tag: str, budget: Budget, family: str) -> Dict[float, float]:
     """lr -> validation score of the family's sweep runs (-inf: diverged)."""
     model, seed = sweep_model(task, family), budget.seeds[0]
-    results = {lr: load_result(task, tag, model, lr, seed) for lr in swept_lrs(task, tag, model, seed)}
+    lrs = swept_lrs(os.path.join(RUNS, task.name, tag, model), seed)
+    results = {lr: load_result(task, tag, model, lr, seed) for lr in lrs}
     return {lr: r["val"][task.score] if r["status"] == "done" else -math.inf for lr, r in results.items()}
 
 
@@ -255,11 +248,7 @@ def next_sweep_lr(task: Task, tag: str, budget: Budget, family: str) -> Optional
 def chosen_lr(task: Task, tag: str, budget: Budget, family: str) -> Optional[float]:
     """The sweep lr of ``family`` with the best validation score; None until its sweep
     (extensions included) is done, or when every lr diverged."""
-    scores = sweep_scores(task, tag, budget, family)
-    if any(lr not in scores for lr in budget.lrs) or next_sweep_lr(task, tag, budget, family) is not None:
-        return None
-    ok = [lr for lr, score in scores.items() if math.isfinite(score)]
-    return max(ok, key=lambda lr: (scores[lr], -lr)) if ok else None
+    return chosen_sweep_lr(sweep_scores(task, tag, budget, family), budget.lrs, budget.max_extensions)
 
 
 def pending(task: Task, budget: Budget, models: Sequence[str], phase: str) -> List[tuple]:
@@ -357,7 +346,8 @@ def print_tables(task: Task, args, budget: Budget) -> None:
     print(f"\n### Sweep (seed {budget.seeds[0]}): validation {task.score} of `mim test` on val, "
           f"highest = chosen\n")
     sweepers = [n for n in args.models if task.models[n].sweep]
-    lrs = sorted(set(budget.lrs).union(*(swept_lrs(task, args.tag, n, budget.seeds[0]) for n in sweepers)))
+    lrs = sorted(set(budget.lrs).union(*(swept_lrs(os.path.join(RUNS, task.name, args.tag, n), budget.seeds[0])
+                                         for n in sweepers)))
     rows = []
     for name in sweepers:
         row = [name]

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, lr_past_winning_edge, table  # noqa: E402
+from _common import ROOT, chosen_sweep_lr, lr_past_winning_edge, swept_lrs, table  # noqa: E402
 
 from projects.translation import toy_task  # noqa: E402
 
@@ -217,12 +217,9 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
 
 # ---------------------------------------------------------------- protocol
 
-def swept_lrs(tag: str, method: str, seed: int) -> List[float]:
+def _swept_lrs(tag: str, method: str, seed: int) -> List[float]:
     """Every lr ``method`` finished (or diverged) at with the sweep's seed, sorted."""
-    folder, suffix = os.path.join(RUNS, tag, method), f"_s{seed}"
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    lrs = [float(n[2:-len(suffix)]) for n in names if n.startswith("lr") and n.endswith(suffix)]
-    return sorted(lr for lr in lrs if load_result(tag, method, lr, seed) is not None)
+    return swept_lrs(os.path.join(RUNS, tag, method), seed)
 
 
 def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
@@ -230,25 +227,24 @@ def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
     return r["final_valid_loss"] if r is not None and r["status"] == "done" else math.inf
 
 
+def _sweep_scores(tag: str, cfg: Config, method: str) -> Dict[float, float]:
+    """lr -> minus the final valid loss of the method's sweep runs (-inf: diverged)."""
+    seed = cfg.seeds[0]
+    return {lr: -_sweep_loss(tag, method, lr, seed) for lr in _swept_lrs(tag, method, seed)}
+
+
 def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     """The lr past the edge of the sweep that wins (``_common.lr_past_winning_edge``: a
     diverged run loses; when every lr diverged the low edge wins), or None when the
     first grid is unfinished, the best lr is inside the grid, or ``cfg.max_extensions``
     extensions were run."""
-    seed = cfg.seeds[0]
-    scores = {lr: -_sweep_loss(tag, method, lr, seed) for lr in swept_lrs(tag, method, seed)}
-    return lr_past_winning_edge(scores, cfg.lrs, cfg.max_extensions)
+    return lr_past_winning_edge(_sweep_scores(tag, cfg, method), cfg.lrs, cfg.max_extensions)
 
 
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     """The sweep lr with the lowest final valid loss (diverged runs out); None until the
     whole sweep of ``method`` (its extensions included) is done."""
-    seed = cfg.seeds[0]
-    tried = swept_lrs(tag, method, seed)
-    if any(lr not in tried for lr in cfg.lrs) or next_sweep_lr(tag, cfg, method) is not None:
-        return None
-    finite = [lr for lr in tried if math.isfinite(_sweep_loss(tag, method, lr, seed))]
-    return min(finite, key=lambda lr: _sweep_loss(tag, method, lr, seed)) if finite else None
+    return chosen_sweep_lr(_sweep_scores(tag, cfg, method), cfg.lrs, cfg.max_extensions)
 
 
 def check_config(tag: str, cfg: Config) -> None:
@@ -334,7 +330,7 @@ def print_tables(args, cfg: Config) -> None:
                  for r in finished_runs(args.tag, args.methods)]))
     print(f"\n### Sweep (seed {cfg.seeds[0]}): final valid loss (label-smoothed), lowest = chosen\n")
     rows = []
-    lrs = sorted(set(cfg.lrs).union(*(swept_lrs(args.tag, m, cfg.seeds[0]) for m in args.methods)))
+    lrs = sorted(set(cfg.lrs).union(*(_swept_lrs(args.tag, m, cfg.seeds[0]) for m in args.methods)))
     for m in args.methods:
         row = [m]
         for lr in lrs:
