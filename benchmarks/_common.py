@@ -110,6 +110,13 @@ def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[flo
     return None
 
 
+def best_lr(scores: Mapping[float, float]) -> Optional[float]:
+    """The lr of the best score among the runs that did not fail (``-inf``), ties to the
+    lower lr; None when every run failed or none is recorded."""
+    ok = [lr for lr, score in scores.items() if math.isfinite(score)]
+    return max(ok, key=lambda lr: (scores[lr], -lr)) if ok else None
+
+
 def chosen_sweep_lr(scores: Mapping[float, float], first_grid: Sequence[float],
                     max_extensions: int) -> Optional[float]:
     """The sweep's lr: the best score (ties to the lower lr) among the runs that did not
@@ -117,5 +124,4 @@ def chosen_sweep_lr(scores: Mapping[float, float], first_grid: Sequence[float],
     :func:`lr_past_winning_edge` asks for), or when every run failed."""
     if any(lr not in scores for lr in first_grid) or lr_past_winning_edge(scores, first_grid, max_extensions) is not None:
         return None
-    ok = [lr for lr, score in scores.items() if math.isfinite(score)]
-    return max(ok, key=lambda lr: (scores[lr], -lr)) if ok else None
+    return best_lr(scores)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import statistics
@@ -57,7 +58,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import lr_past_winning_edge  # noqa: E402
+from _common import best_lr, lr_past_winning_edge  # noqa: E402
 from rescalenet.fashion_mnist import MEAN as FASHION_MEAN, STD as FASHION_STD  # noqa: E402
 
 _CIFAR_METHODS = {"RescaleNet": "rescalenet_{a}", "BN": "resnet_{a}", "GN": "gn_resnet_{a}",
@@ -180,7 +181,7 @@ class Runner:
 
 
 def _score(res: Optional[dict]) -> float:
-    return -1.0 if res is None or res.get("failed") else float(res.get("val_acc1", -1.0))
+    return -math.inf if res is None or res.get("failed") else float(res.get("val_acc1", -math.inf))
 
 
 def run_folder(runner: Runner, group: str, method: str, lr: float, seed: int, tag: str = "final") -> str:
@@ -208,19 +209,19 @@ def sweep(runner: Runner, group: str, method: str, arch: str, size: int, epochs:
     run(lrs)
     while not runner.quick:
         scores = sweep_table(runner, group, method)
-        if all(scores.get(lr, -1.0) < CHANCE_MARGIN for lr in lrs):
+        if all(scores.get(lr, -math.inf) < CHANCE_MARGIN for lr in lrs):
             break  # diverged or at chance everywhere: the failure is not the lr (benchmarks/plain_collapse.py)
-        more = lr_past_winning_edge({lr: scores.get(lr, -1.0) for lr in lrs}, SWEEP_LRS, MAX_EXTENSIONS)
+        more = lr_past_winning_edge({lr: scores.get(lr, -math.inf) for lr in lrs}, SWEEP_LRS, MAX_EXTENSIONS)
         if more is None:
             break
         lrs = sorted(lrs + [more])
         run(lrs)
-    scores = sweep_table(runner, group, method)
-    return max(lrs, key=lambda lr: scores.get(lr, -1.0))
+    best = best_lr({lr: sweep_table(runner, group, method).get(lr, -math.inf) for lr in lrs})
+    return lrs[0] if best is None else best  # every run failed: the table reports the lowest lr's failure
 
 
 def sweep_table(runner: Runner, group: str, method: str, tag: str = "final") -> Dict[float, float]:
-    """lr -> final validation top-1 of the seed-0 runs (-1: diverged)."""
+    """lr -> final validation top-1 of the seed-0 runs (-inf: diverged)."""
     folder = runner.folder(group, method)
     out = {}
     prefix, suffix = f"{tag}-lr", f"-s{SEEDS[0]}"
@@ -265,7 +266,7 @@ def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) 
     for r in rows:
         done = [x for x in r["runs"] if x and not x.get("failed")]
         failed = [x for x in r["runs"] if x and x.get("failed")]
-        sweep_txt = ", ".join(f"{lr:g}: {v:.1f}" if v >= 0 else f"{lr:g}: diverged" for lr, v in r["sweep"].items())
+        sweep_txt = ", ".join(f"{lr:g}: {v:.1f}" if math.isfinite(v) else f"{lr:g}: diverged" for lr, v in r["sweep"].items())
         ips = [x["train_images_per_s"] for x in done if "train_images_per_s" in x]
         wall = [x["wall_s"] / 60 for x in done if "wall_s" in x]
         lines.append(
@@ -277,7 +278,8 @@ def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) 
     table = "\n".join(lines)
     os.makedirs(runner.folder(group), exist_ok=True)
     with open(runner.folder(group, "summary.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump([dict(r, sweep={lr: v if math.isfinite(v) else None for lr, v in r["sweep"].items()})
+                   for r in rows], f, indent=1)  # null: diverged (strict JSON has no -inf)
     if png:
         _plot(runner, group, rows, png)
     return table
@@ -318,7 +320,7 @@ def run_group(runner: Runner, group: str, table_only: bool) -> str:
     lrs = {}
     for method, arch in cfg["methods"].items():
         done = sweep_table(runner, group, method)
-        lrs[method] = (max(done.items(), key=lambda kv: kv[1])[0] if done else float("nan")) if table_only \
+        lrs[method] = (best_lr(done) or float("nan")) if table_only \
             else sweep(runner, group, method, arch, cfg["size"], cfg["epochs"])
     rows = []
     for method, arch in cfg["methods"].items():
@@ -338,7 +340,7 @@ def run_ablations(runner: Runner, table_only: bool) -> str:
     lr, which would blur every row); the unchanged row is that method's own runs."""
     cfg = GROUPS["cifar20"]
     base, base_flags = ABLATION_BASE
-    lr = max(sweep_table(runner, "cifar20", base).items(), key=lambda kv: kv[1], default=(None, 0))[0]
+    lr = best_lr(sweep_table(runner, "cifar20", base))
     if lr is None:
         raise SystemExit(f"bench_fashion: run --group cifar20 first: the ablations use the lr chosen for {base!r}")
     seeds = SEEDS[:1] if runner.quick else SEEDS

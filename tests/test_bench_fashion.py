@@ -2,6 +2,7 @@
 chosen on validation top-1 of full-budget seed-0 runs, the grid grows past a winning
 edge, the chosen seed-0 run is reused as a final seed, diverged runs never win, and a
 re-run skips what is done."""
+import math
 import json
 import os
 import sys
@@ -43,7 +44,13 @@ def test_sweep_extends_past_a_winning_edge_and_skips_diverged_runs(tmp_path):
     assert lr == 0.4
     assert sorted(c[1] for c in runner.calls) == [0.05, 0.1, 0.2, 0.4, 0.8]
     assert {c[2] for c in runner.calls} == {0}
-    assert bench.sweep_table(runner, "cifar20", "BN")[0.8] == -1.0
+    assert bench.sweep_table(runner, "cifar20", "BN")[0.8] == -math.inf
+
+
+def test_a_sweep_where_every_run_diverged_reports_the_lowest_lr(tmp_path):
+    runner = FakeRunner(tmp_path, lambda lr, seed: None)
+    assert bench.sweep(runner, "cifar20", "plain", "plain_resnet_cifar20", 28, 1) == 0.05
+    assert sorted(c[1] for c in runner.calls) == [0.05, 0.1, 0.2]  # no extension downwards or upwards
 
 
 def test_finals_reuse_the_chosen_seed0_run_and_pass_the_methods_flags(tmp_path):
