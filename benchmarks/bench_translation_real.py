@@ -35,6 +35,14 @@ per fairseq command (``--threads``).
     python benchmarks/bench_translation_real.py --quick                # smoke test, ~2 minutes
     python benchmarks/bench_translation_real.py                        # the core table (CPU budget: see --help)
     python benchmarks/bench_translation_real.py --phase table          # print the tables of what is done
+
+Depth (6+6, 18+18, 50+50 layers, the same width and budget): one seed, each method
+started at the lr its 3+3 sweep chose (``--method-lrs``), with no extension at first;
+re-running with ``--max-extensions 1`` goes one factor 2 down from an lr that diverged
+(and up from one that trained):
+
+    python benchmarks/bench_translation_real.py --layers 6 --tag depth6 --seeds 1 --max-extensions 0 \
+        --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
 """
 from __future__ import annotations
 
@@ -94,6 +102,13 @@ class Config:
     lrs: List[float] = field(default_factory=lambda: [1e-3, 2e-3])
     seeds: List[int] = field(default_factory=lambda: [1, 2, 3])
     max_extensions: int = 4  # a factor 2 each (up to 16x the first grid's top)
+    # a method's own first grid in place of ``lrs`` (the depth tables start each method
+    # at the lr its 3+3 sweep chose)
+    method_lrs: Dict[str, List[float]] = field(default_factory=dict)
+
+    def grid(self, method: str) -> List[float]:
+        """The first grid of ``method``'s sweep."""
+        return self.method_lrs.get(method, self.lrs)
 
     def model_args(self) -> List[str]:
         args = []
@@ -238,19 +253,19 @@ def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     diverged run loses; when every lr diverged the low edge wins), or None when the
     first grid is unfinished, the best lr is inside the grid, or ``cfg.max_extensions``
     extensions were run."""
-    return lr_past_winning_edge(_sweep_scores(tag, cfg, method), cfg.lrs, cfg.max_extensions)
+    return lr_past_winning_edge(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions)
 
 
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     """The sweep lr with the lowest final valid loss (diverged runs out); None until the
     whole sweep of ``method`` (its extensions included) is done."""
-    return chosen_sweep_lr(_sweep_scores(tag, cfg, method), cfg.lrs, cfg.max_extensions)
+    return chosen_sweep_lr(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions)
 
 
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -268,7 +283,9 @@ def run_protocol(args, cfg: Config) -> None:
     seed0 = cfg.seeds[0]
     if args.phase in ("sweep", "all"):
         # lr-major: after each round every method has one more point of its sweep
-        run_all(args, cfg, [(m, lr, seed0) for lr in cfg.lrs for m in args.methods], "sweep")
+        width = max(len(cfg.grid(m)) for m in args.methods)
+        run_all(args, cfg, [(m, cfg.grid(m)[i], seed0) for i in range(width) for m in args.methods
+                            if i < len(cfg.grid(m))], "sweep")
         while True:
             more = [(m, lr, seed0) for m in args.methods if (lr := next_sweep_lr(args.tag, cfg, m)) is not None]
             if not more:
@@ -330,7 +347,7 @@ def print_tables(args, cfg: Config) -> None:
                  for r in finished_runs(args.tag, args.methods)]))
     print(f"\n### Sweep (seed {cfg.seeds[0]}): final valid loss (label-smoothed), lowest = chosen\n")
     rows = []
-    lrs = sorted(set(cfg.lrs).union(*(_swept_lrs(args.tag, m, cfg.seeds[0]) for m in args.methods)))
+    lrs = sorted(set().union(*(set(cfg.grid(m)) | set(_swept_lrs(args.tag, m, cfg.seeds[0])) for m in args.methods)))
     for m in args.methods:
         row = [m]
         for lr in lrs:
@@ -398,6 +415,22 @@ def check_data(data: str, lang: str) -> None:
             f"--lang {lang} --output {data}")
 
 
+def parse_method_lrs(parser: argparse.ArgumentParser, items: Sequence[str]) -> Dict[str, List[float]]:
+    """``METHOD=LR[,LR...]`` items -> {method: [lr, ...]}; anything else is refused by name."""
+    out = {}
+    for item in items:
+        method, _, lrs = item.partition("=")
+        if method not in METHODS:
+            parser.error(f"--method-lrs {item!r}: unknown method {method!r} (choose from {', '.join(METHODS)})")
+        try:
+            out[method] = [float(x) for x in lrs.split(",")]
+        except ValueError:
+            parser.error(f"--method-lrs {item!r}: expected {method}=LR[,LR...] with positive numbers")
+        if not out[method] or any(not (lr > 0 and math.isfinite(lr)) for lr in out[method]):
+            parser.error(f"--method-lrs {item!r}: expected {method}=LR[,LR...] with positive numbers")
+    return out
+
+
 def main(argv=None) -> None:
     global RUNS  # --output
     default = Config()
@@ -427,6 +460,9 @@ def main(argv=None) -> None:
     p.add_argument("--validate-every", type=int, default=default.validate_every)
     p.add_argument("--lrs", type=float, nargs="+", default=default.lrs)
     p.add_argument("--seeds", type=int, nargs="+", default=default.seeds)
+    p.add_argument("--method-lrs", nargs="+", default=[], metavar="METHOD=LR[,LR...]",
+                   help="a method's own first grid in place of --lrs, e.g. rescale=4e-3 postln=2e-3,1e-3 "
+                        "(the depth tables start each method at the lr of its 3+3 sweep)")
     p.add_argument("--max-extensions", type=int, default=default.max_extensions,
                    help="times the sweep may go a factor 2 past an edge that wins (default: %(default)s)")
     p.add_argument("--target-loss", type=float, default=6.0,
@@ -436,6 +472,7 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
     args = p.parse_args(argv)
     RUNS = os.path.abspath(args.output)
+    method_lrs = parse_method_lrs(p, args.method_lrs)
     check_data(args.data, args.lang)
     if args.quick:
         cfg = QUICK
@@ -444,7 +481,8 @@ def main(argv=None) -> None:
         cfg = Config(layers=args.layers, dim=args.dim, ffn=args.ffn, heads=args.heads,
                      max_update=args.max_update, warmup=args.warmup, max_tokens=args.max_tokens,
                      dropout=default.dropout, validate_every=args.validate_every,
-                     lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions)
+                     lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
+                     method_lrs=method_lrs)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

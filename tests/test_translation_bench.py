@@ -77,3 +77,26 @@ def test_the_sweep_goes_past_a_winning_high_edge_at_most_max_extensions_times(tm
 def test_missing_data_is_refused_with_the_command_that_makes_it(tmp_path):
     with pytest.raises(SystemExit, match="prepare_gettext --locale-dir /usr/share/locale --lang de"):
         bench.check_data(str(tmp_path / "nothing"), "de")
+
+
+def test_a_method_may_start_from_its_own_lr_and_bad_method_lrs_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(lrs=[1e-3, 2e-3], seeds=[1], max_extensions=1, method_lrs={"rescale": [4e-3]})
+    assert cfg.grid("rescale") == [4e-3] and cfg.grid("postln") == [1e-3, 2e-3]
+    bench.check_config("t", cfg)
+    bench.check_config("t", bench.Config())  # the grids are not part of a tag's configuration
+    _write_result(4e-3, None, "diverged")
+    assert bench.next_sweep_lr("t", cfg, "rescale") == 2e-3  # diverged at its own lr: one step down
+    _write_result(2e-3, 5.0, "done")
+    assert bench.next_sweep_lr("t", cfg, "rescale") is None and bench.chosen_lr("t", cfg, "rescale") == 2e-3
+    # with no extension the single lr is the choice, or none when it diverged
+    only = bench.Config(seeds=[1], max_extensions=0, method_lrs={"dyt": [8e-3], "noln": [4e-3]})
+    _write_result(8e-3, 5.2, "done", "dyt")
+    _write_result(4e-3, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", only, "dyt") is None and bench.chosen_lr("t", only, "dyt") == 8e-3
+    assert bench.next_sweep_lr("t", only, "noln") is None and bench.chosen_lr("t", only, "noln") is None
+    parser = bench.argparse.ArgumentParser()
+    assert bench.parse_method_lrs(parser, ["postln=2e-3,1e-3", "dyt=8e-3"]) == {"postln": [2e-3, 1e-3], "dyt": [8e-3]}
+    for bad in (["layernorm=1e-3"], ["rescale=fast"], ["rescale=-1e-3"], ["rescale"]):
+        with pytest.raises(SystemExit):
+            bench.parse_method_lrs(parser, bad)
