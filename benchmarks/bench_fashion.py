@@ -103,7 +103,8 @@ ABLATIONS = {
     "no depth-scaled init": ["--no-depth-init"],
     "variance-preserving downsample": ["--shortcut-pool", "avg-vp"],
 }
-DEPTH = dict(archs=("cifar20", "cifar110", "cifar1202"), methods=("RescaleNet", "plain", "Fixup", "SkipInit", "BN"),
+DEPTH = dict(archs=("cifar20", "cifar110", "cifar1202"),
+             methods=("RescaleNet", "plain", "Fixup", "SkipInit", "BN", "plain, gradient clipping"),
              lr=0.05, steps=120, batch=32)
 
 
@@ -371,10 +372,10 @@ def run_depth(runner: Runner, table_only: bool) -> str:
     for arch in DEPTH["archs"]:
         tasks = []
         for method in DEPTH["methods"]:
-            name = _CIFAR_METHODS[method].format(a=arch)
+            name, *flags = _CIFAR_METHODS[method].format(a=arch).split()  # a model, then its trainer flags
             args = recipe(size) + ["--epochs", "1", "--seed", "0", "--lr", f"{DEPTH['lr']:g}", "--batch-size",
                                    str(DEPTH["batch"]), "--limit-train-batches", str(DEPTH["steps"]),
-                                   "--warmup-steps", str(warmup_steps(DEPTH["steps"]))]
+                                   "--warmup-steps", str(warmup_steps(DEPTH["steps"]))] + flags
             tasks.append((runner.folder("depth", arch, method), name, args))
         results = [runner.result(t[0]) for t in tasks] if table_only else runner.run_all(tasks)
         for method, res in zip(DEPTH["methods"], results):

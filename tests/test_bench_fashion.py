@@ -79,3 +79,21 @@ def test_a_method_at_chance_everywhere_is_not_swept_further(tmp_path):
     runner = FakeRunner(tmp_path, lambda lr, seed: None if lr > 0.1 else 10.0)
     bench.sweep(runner, "cifar20", "plain", "plain_resnet_cifar20", 28, 1)
     assert sorted(c[1] for c in runner.calls) == [0.05, 0.1, 0.2]
+
+
+def test_the_depth_table_passes_each_methods_trainer_flags_and_real_model_names(tmp_path):
+    import rescalenet
+
+    class Recorder(bench.Runner):
+        def run_all(self, tasks):
+            self.tasks = getattr(self, "tasks", []) + list(tasks)
+            return [dict(val_acc1=50.0, train_loss=1.5) for _ in tasks]
+
+    runner = Recorder(data="unused", out=str(tmp_path), jobs=1, quick=False)
+    table = bench.run_depth(runner, table_only=False)
+    assert len(runner.tasks) == len(bench.DEPTH["archs"]) * len(bench.DEPTH["methods"])
+    known = set(rescalenet.list_models())
+    for folder, name, args in runner.tasks:
+        assert name in known, name
+        assert ("--clip-grad" in args) == folder.endswith("plain, gradient clipping"), folder
+    assert table.count("loss fell") == len(runner.tasks)
