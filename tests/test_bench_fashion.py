@@ -87,7 +87,10 @@ def test_the_depth_table_passes_each_methods_trainer_flags_and_real_model_names(
     class Recorder(bench.Runner):
         def run_all(self, tasks):
             self.tasks = getattr(self, "tasks", []) + list(tasks)
-            return [dict(val_acc1=50.0, train_loss=1.5) for _ in tasks]
+            return [dict(failed=True, diverged=True, reason="training diverged: loss is nan at epoch 1, step 3 "
+                                                             "(training step 3). Lower --lr")
+                    if t[1].startswith("plain") and "--clip-grad" not in t[2] else
+                    dict(val_acc1=50.0 if "plain" in t[1] else 11.0, train_loss=1.5, val_loss=1.6) for t in tasks]
 
     runner = Recorder(data="unused", out=str(tmp_path), jobs=1, quick=False)
     table = bench.run_depth(runner, table_only=False)
@@ -96,4 +99,7 @@ def test_the_depth_table_passes_each_methods_trainer_flags_and_real_model_names(
     for folder, name, args in runner.tasks:
         assert name in known, name
         assert ("--clip-grad" in args) == folder.endswith("plain, gradient clipping"), folder
-    assert table.count("loss fell") == len(runner.tasks)
+    archs = len(bench.DEPTH["archs"])
+    assert table.count("| learned |") == archs  # the clipped plain net
+    assert table.count("diverged (loss NaN at step 3)") == archs  # the plain net
+    assert table.count("stalled at chance") == len(runner.tasks) - 2 * archs
