@@ -268,7 +268,8 @@ def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) 
     for r in rows:
         done = [x for x in r["runs"] if x and not x.get("failed")]
         failed = [x for x in r["runs"] if x and x.get("failed")]
-        sweep_txt = ", ".join(f"{lr:g}: {v:.1f}" if math.isfinite(v) else f"{lr:g}: diverged" for lr, v in r["sweep"].items())
+        sweep_txt = ", ".join(f"{lr:g}: {v:.1f}" if math.isfinite(v) else f"{lr:g}: diverged"
+                              for lr, v in r["sweep"].items())
         ips = [x["train_images_per_s"] for x in done if "train_images_per_s" in x]
         wall = [x["wall_s"] / 60 for x in done if "wall_s" in x]
         lines.append(

@@ -3,12 +3,17 @@ Fashion-MNIST, and what lets it train: the first steps of SGD, printed.
 
     python benchmarks/plain_collapse.py                      # about 3 minutes on one core
     python benchmarks/plain_collapse.py --arch plain_resnet18 --size 32
+    # the depth table's setting (bench_fashion --group depth: batch 32, lr 0.05, 6 warm-up steps)
+    python benchmarks/plain_collapse.py --arch skipinit_resnet_cifar1202 --batch 32 --settings 0.05 \
+        --warmup 6 --steps 16 --every 1
 
 For each setting it prints, every few steps, the training loss, the standard deviation
 of the logits over the batch and classes, and the global gradient norm (before any
 clipping), on the real training images with the benchmark's augmentation and the
 official recipe's optimizer (SGD 0.9, weight decay 1e-4, constant lr: no warm-up, so the
-first steps show what the initialization hands the optimizer). At init the plain
+first steps show what the initialization hands the optimizer; ``--warmup`` adds a linear
+one), and the sum and largest absolute value of the network's scalar parameters (the
+residual gains of SkipInit, Fixup and RescaleNet; none in the plain net). At init the plain
 network's features share a common positive mean ~20x their differences between images
 (``relu(x + F(x))`` doubles the variance of each block and keeps every value positive),
 so its first logits and gradients are huge; a net that collapses ends with logits of
@@ -31,15 +36,20 @@ from rescalenet.baselines import create_baseline  # noqa: E402
 
 
 BATCH = 128  # bench_fashion's
+SETTINGS = ("0.003", "0.02", "0.02:1")  # lr[:gradient norm clip]
 
 
-def run(arch: str, size: int, data: str, lr: float, clip: float, steps: int, seed: int, every: int):
+def run(arch: str, size: int, data: str, lr: float, clip: float, steps: int, seed: int, every: int,
+        batch: int = BATCH, warmup: int = 0):
     torch.manual_seed(seed)
-    batches = seeded_batches(data, size, seed, BATCH)
+    batches = seeded_batches(data, size, seed, batch)
     model = create_baseline(arch, num_classes=10, in_chans=1, drop_conv=0.03, drop_fc=0.3)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    scalars = [q for q in model.parameters() if q.numel() == 1]
     rows = []
     for step in range(steps):
+        for group in optimizer.param_groups:  # the trainer's linear warm-up
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) if warmup else lr
         x, y = next(batches)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -48,7 +58,9 @@ def run(arch: str, size: int, data: str, lr: float, clip: float, steps: int, see
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf"))
         optimizer.step()
         if step % every == 0 or step == steps - 1:
-            rows.append([step, f"{loss.item():.3f}", f"{logits.std().item():.3g}", f"{norm.item():.3g}"])
+            rows.append([step, f"{loss.item():.3f}", f"{logits.std().item():.3g}", f"{norm.item():.3g}",
+                         f"{sum(q.abs().item() for q in scalars):.3g}" if scalars else "-",
+                         f"{max(q.abs().item() for q in scalars):.3g}" if scalars else "-"])
     return rows
 
 
@@ -58,6 +70,10 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=28)
     p.add_argument("--data", default=os.path.join(ROOT, "data", "fashion_mnist"),
                    help="the ImageFolder copy written by `make data`")
+    p.add_argument("--batch", type=int, default=BATCH)
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), metavar="LR[:CLIP]",
+                   help="the runs, each an lr and optionally a gradient-norm clip (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (default: none)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--every", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
@@ -66,11 +82,18 @@ def main(argv=None) -> None:
     if not os.path.isdir(os.path.join(args.data, "train")):
         raise SystemExit(f"plain_collapse: {os.path.join(args.data, 'train')!r} is missing: run `make data` "
                          "(Fashion-MNIST from Debian's dataset-fashion-mnist) or pass --data DIR")
+    try:
+        settings = [(float(lr), float(clip or 0)) for lr, _, clip in (x.partition(":") for x in args.settings)]
+    except ValueError:
+        p.error(f"--settings {args.settings}: each must be LR or LR:CLIP, numbers")
     torch.set_num_threads(args.threads)
-    for lr, clip in ((0.003, 0.0), (0.02, 0.0), (0.02, 1.0)):
-        print(f"\n{args.arch}, lr {lr:g}, " + (f"gradient norm clipped to {clip:g}" if clip else "no clipping"))
-        print(table(["step", "loss", "logit std", "gradient norm"],
-                    run(args.arch, args.size, args.data, lr, clip, args.steps, args.seed, args.every)), flush=True)
+    for lr, clip in settings:
+        print(f"\n{args.arch}, batch {args.batch}, lr {lr:g}" + (f" after {args.warmup} warm-up steps" if args.warmup
+              else "") + ", " + (f"gradient norm clipped to {clip:g}" if clip else "no clipping"))
+        print(table(["step", "loss", "logit std", "gradient norm", "sum of abs(scalar params) after the step",
+                     "max abs(scalar param)"],
+                    run(args.arch, args.size, args.data, lr, clip, args.steps, args.seed, args.every,
+                        args.batch, args.warmup)), flush=True)
 
 
 if __name__ == "__main__":
