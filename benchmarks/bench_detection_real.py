@@ -499,7 +499,7 @@ def _detection_task() -> Task:
         quick=Budget(lrs=[0.02], seeds=[0], subset={"train": 8, "val": 4, "test": 4}, epochs=1),
         show=_progress,
         budget_note="CPU budget of the default table (1 thread, 2-core machine shared with other jobs): "
-                    "15 runs (3 families x 3 lrs at depth 18, plus up to 2 lrs past a winning edge each, then "
+                    "18-24 runs (3 families x 3 lrs at depth 18, plus up to 2 lrs past a winning edge each, then "
                     "1 more seed of each, then the 3 depth-50 models x 2 seeds) of 1,000 iterations; measured per run in docs/results.md "
                     "('Real data: detection').")
 
