@@ -117,7 +117,26 @@ def load_result(task: Task, tag: str, model: str, lr: float, seed: int) -> Optio
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        result = json.load(f)
+    if result.get("status") == "done" and result.get("train_curve"):  # runs recorded before run_status's rule
+        result["status"] = run_status([loss for _, _, loss in result["train_curve"]])
+    return result
+
+
+# a run whose training loss ends this many times above its first logged value diverged
+DIVERGED_LOSS_FACTOR = 10.0
+
+
+def run_status(losses: List[float]) -> str:
+    """'diverged' when the logged training loss became non-finite or ended more than
+    DIVERGED_LOSS_FACTOR times its first logged value, else 'done'. The second case is
+    real: SlowOnly RescaleNet3d-18 at lr 0.1 reached a loss of 2e20 with an infinite
+    gradient norm and no inf or NaN in the loss mmengine logs."""
+    if not losses:
+        return "done"
+    if not all(map(_finite, losses)) or losses[-1] > DIVERGED_LOSS_FACTOR * losses[0]:
+        return "diverged"
+    return "done"
 
 
 _TRAIN_LINE = re.compile(r"Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\].*?\btime: ([0-9.]+).*?\bloss: (\S+)")
@@ -207,7 +226,7 @@ def train_and_test(task: Task, args, budget: Budget, name: str, lr: float, seed:
     result = {
         "task": task.name, "tag": args.tag, "model": name, "label": model.label, "config": model.config,
         "lr": lr, "seed": seed, "budget": asdict(budget), "machine": machine(), "threads": args.threads,
-        "status": "diverged" if losses and not all(map(_finite, losses)) else "done",
+        "status": run_status(losses),
         "train_seconds": round(train_seconds, 1), "resumed": resume, "checkpoint": os.path.relpath(checkpoint, ROOT),
         "iterations": curve[-1][0] if curve else None,
         # the first logged window includes start-up and the AddBias calibration passes

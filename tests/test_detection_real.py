@@ -274,3 +274,22 @@ def test_benchmark_round_trip_through_mim(idx_root, coco_root, tmp_path, monkeyp
     stamp = os.path.getmtime(os.path.join(bench.run_dir(task, "t", "rescale18", 0.02, 0), "result.json"))
     bench.main(task, argv)
     assert os.path.getmtime(os.path.join(bench.run_dir(task, "t", "rescale18", 0.02, 0), "result.json")) == stamp
+
+
+def test_a_loss_that_ends_far_above_its_start_or_not_finite_is_a_divergence():
+    assert bench.run_status([3.0, 1.2, 0.7]) == "done"
+    assert bench.run_status([2.3, 2.1, 3e9, 2e20]) == "diverged"  # finite, and still diverged
+    assert bench.run_status([2.3, float("nan")]) == "diverged"
+    assert bench.run_status([2.3, float("inf"), 2.0]) == "diverged"
+    assert bench.run_status([]) == "done"
+
+
+def test_a_recorded_run_is_read_with_the_divergence_rule(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    task = bench._detection_task()
+    folder = bench.run_dir(task, "t", "rescale18", 0.1, 0)
+    os.makedirs(folder)
+    with open(os.path.join(folder, "result.json"), "w") as f:
+        json.dump({"lr": 0.1, "status": "done", "train_curve": [[50, 1.0, 2.27], [750, 1.0, 2.3e20]],
+                   "val": {"coco/bbox_mAP": 0.0}}, f)
+    assert bench.load_result(task, "t", "rescale18", 0.1, 0)["status"] == "diverged"
