@@ -108,8 +108,13 @@ def _lr_name(lr: float) -> str:
     return f"{lr:g}"
 
 
+def model_dir(task: Task, tag: str, model: str) -> str:
+    """The folder of ``model``'s runs in table ``tag``: one ``lr<lr>_s<seed>`` folder a run."""
+    return os.path.join(RUNS, task.name, tag, model)
+
+
 def run_dir(task: Task, tag: str, model: str, lr: float, seed: int) -> str:
-    return os.path.join(RUNS, task.name, tag, model, f"lr{_lr_name(lr)}_s{seed}")
+    return os.path.join(model_dir(task, tag, model), f"lr{_lr_name(lr)}_s{seed}")
 
 
 def load_result(task: Task, tag: str, model: str, lr: float, seed: int) -> Optional[dict]:
@@ -252,7 +257,7 @@ def sweep_model(task: Task, family: str) -> str:
 def sweep_scores(task: Task, tag: str, budget: Budget, family: str) -> Dict[float, float]:
     """lr -> validation score of the family's sweep runs (-inf: diverged)."""
     model, seed = sweep_model(task, family), budget.seeds[0]
-    lrs = swept_lrs(os.path.join(RUNS, task.name, tag, model), seed)
+    lrs = swept_lrs(model_dir(task, tag, model), seed)
     results = {lr: load_result(task, tag, model, lr, seed) for lr in lrs}
     return {lr: r["val"][task.score] if r["status"] == "done" else -math.inf for lr, r in results.items()}
 
@@ -365,8 +370,7 @@ def print_tables(task: Task, args, budget: Budget) -> None:
     print(f"\n### Sweep (seed {budget.seeds[0]}): validation {task.score} of `mim test` on val, "
           f"highest = chosen\n")
     sweepers = [n for n in args.models if task.models[n].sweep]
-    lrs = sorted(set(budget.lrs).union(*(swept_lrs(os.path.join(RUNS, task.name, args.tag, n), budget.seeds[0])
-                                         for n in sweepers)))
+    lrs = sorted(set(budget.lrs).union(*(swept_lrs(model_dir(task, args.tag, n), budget.seeds[0]) for n in sweepers)))
     rows = []
     for name in sweepers:
         row = [name]

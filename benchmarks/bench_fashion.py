@@ -218,7 +218,8 @@ def sweep(runner: Runner, group: str, method: str, arch: str, size: int, epochs:
             break
         lrs = sorted(lrs + [more])
         run(lrs)
-    best = best_lr({lr: sweep_table(runner, group, method).get(lr, -math.inf) for lr in lrs})
+    scores = sweep_table(runner, group, method)
+    best = best_lr({lr: scores.get(lr, -math.inf) for lr in lrs})
     return lrs[0] if best is None else best  # every run failed: the table reports the lowest lr's failure
 
 

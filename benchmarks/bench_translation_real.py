@@ -424,9 +424,10 @@ def parse_method_lrs(parser: argparse.ArgumentParser, items: Sequence[str]) -> D
             parser.error(f"--method-lrs {item!r}: unknown method {method!r} (choose from {', '.join(METHODS)})")
         try:
             out[method] = [float(x) for x in lrs.split(",")]
+            valid = all(lr > 0 and math.isfinite(lr) for lr in out[method])
         except ValueError:
-            parser.error(f"--method-lrs {item!r}: expected {method}=LR[,LR...] with positive numbers")
-        if not out[method] or any(not (lr > 0 and math.isfinite(lr)) for lr in out[method]):
+            valid = False
+        if not valid:
             parser.error(f"--method-lrs {item!r}: expected {method}=LR[,LR...] with positive numbers")
     return out
 
