@@ -7,6 +7,8 @@ Fashion-MNIST, every run through ``python -m rescalenet.train``.
     python benchmarks/bench_fashion.py --group ablations         # RescaleNet-20 ablations (after cifar20;
                                                                  # with --clip-grad 1 at that row's lr)
     python benchmarks/bench_fashion.py --group depth             # 20 / 110 / 1202 layers, one lr
+    python benchmarks/bench_fashion.py --group depth --lr 0.0125 --layers 1202 --methods SkipInit
+                                                                 # one row at another lr (its own folder)
     python benchmarks/bench_fashion.py --group cifar20 --table   # only print what is done
     python benchmarks/bench_fashion.py --group cifar20 --quick   # smoke run: tiny budget, own folder
 
@@ -367,21 +369,25 @@ def run_ablations(runner: Runner, table_only: bool) -> str:
     return summarize(runner, "ablations", rows, None)
 
 
-def run_depth(runner: Runner, table_only: bool) -> str:
-    """Depth at one lr and a fixed step budget: does the loss fall, explode or stall?"""
+def run_depth(runner: Runner, table_only: bool, lr: float = DEPTH["lr"], archs: Sequence[str] = DEPTH["archs"],
+              methods: Sequence[str] = DEPTH["methods"]) -> str:
+    """Depth at one lr and a fixed step budget: does the loss fall, explode or stall?
+    The table's lr is DEPTH["lr"] for every method; another lr (a fairness check for one
+    method at one depth) writes its runs under depth/lr{LR}/ beside the table's."""
     lines = [f"| layers | method | train loss (mean over the {DEPTH['steps']} steps) | val loss after {DEPTH['steps']} "
              f"steps | val top-1 after {DEPTH['steps']} steps | status |", "|---|---|---|---|---|---|"]
     size = GROUPS["cifar20"]["size"]
-    for arch in DEPTH["archs"]:
+    root = ("depth",) if lr == DEPTH["lr"] else ("depth", f"lr{lr:g}")
+    for arch in archs:
         tasks = []
-        for method in DEPTH["methods"]:
+        for method in methods:
             name, *flags = _CIFAR_METHODS[method].format(a=arch).split()  # a model, then its trainer flags
-            args = recipe(size) + ["--epochs", "1", "--seed", "0", "--lr", f"{DEPTH['lr']:g}", "--batch-size",
+            args = recipe(size) + ["--epochs", "1", "--seed", "0", "--lr", f"{lr:g}", "--batch-size",
                                    str(DEPTH["batch"]), "--limit-train-batches", str(DEPTH["steps"]),
                                    "--warmup-steps", str(warmup_steps(DEPTH["steps"]))] + flags
-            tasks.append((runner.folder("depth", arch, method), name, args))
+            tasks.append((runner.folder(*root, arch, method), name, args))
         results = [runner.result(t[0]) for t in tasks] if table_only else runner.run_all(tasks)
-        for method, res in zip(DEPTH["methods"], results):
+        for method, res in zip(methods, results):
             if res is None:
                 lines.append(f"| {arch[5:]} | {method} | | | | not run |")
             elif res.get("failed"):
@@ -408,7 +414,19 @@ def main(argv=None) -> None:
     p.add_argument("--table", action="store_true", help="only print the table of the finished runs")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 20 steps and 2 eval batches per run, one lr, one seed, in OUTPUT-quick/")
+    depth = p.add_argument_group("--group depth only: one method or depth at another lr (a fairness check)")
+    depth.add_argument("--lr", type=float, default=DEPTH["lr"],
+                       help=f"the lr of every run (default {DEPTH['lr']:g}, the table's; another writes under depth/lr<LR>/)")
+    depth.add_argument("--layers", nargs="+", type=int, choices=[int(a[5:]) for a in DEPTH["archs"]],
+                       default=[int(a[5:]) for a in DEPTH["archs"]])
+    depth.add_argument("--methods", nargs="+", choices=DEPTH["methods"], default=list(DEPTH["methods"]),
+                       metavar="METHOD", help=f"default: all of {', '.join(DEPTH['methods'])}")
     args = p.parse_args(argv)
+    if args.group != "depth" and (args.lr != DEPTH["lr"] or args.layers != p.get_default("layers")
+                                  or args.methods != p.get_default("methods")):
+        p.error("--lr, --layers and --methods apply to --group depth only (the other groups sweep the lr)")
+    if not args.lr > 0:
+        p.error(f"--lr must be positive, got {args.lr:g}")
     for split in ("train", "val", "test"):
         if not os.path.isdir(os.path.join(args.data, split)):
             raise SystemExit(f"bench_fashion: {os.path.join(args.data, split)!r} is missing: run `make data` "
@@ -418,7 +436,7 @@ def main(argv=None) -> None:
     if args.group == "ablations":
         table = run_ablations(runner, args.table)
     elif args.group == "depth":
-        table = run_depth(runner, args.table)
+        table = run_depth(runner, args.table, args.lr, [f"cifar{n}" for n in args.layers], args.methods)
     else:
         table = run_group(runner, args.group, args.table)
     print(f"\nFashion-MNIST, group {args.group} ({out}):\n{table}", flush=True)

@@ -103,3 +103,30 @@ def test_the_depth_table_passes_each_methods_trainer_flags_and_real_model_names(
     assert table.count("| learned |") == archs  # the clipped plain net
     assert table.count("diverged (loss NaN at step 3)") == archs  # the plain net
     assert table.count("stalled at chance") == len(runner.tasks) - 2 * archs
+
+
+def test_a_depth_row_at_another_lr_writes_its_own_folder_and_runs_only_what_was_asked(tmp_path):
+    class Recorder(bench.Runner):
+        def run_all(self, tasks):
+            self.tasks = list(tasks)
+            return [dict(val_acc1=40.0, train_loss=1.5, val_loss=1.6) for _ in tasks]
+
+    runner = Recorder(data="unused", out=str(tmp_path), jobs=1, quick=False)
+    table = bench.run_depth(runner, table_only=False, lr=0.0125, archs=["cifar1202"], methods=["SkipInit"])
+    [(folder, name, args)] = runner.tasks
+    assert folder == os.path.join(str(tmp_path), "depth", "lr0.0125", "cifar1202", "SkipInit")
+    assert name == "skipinit_resnet_cifar1202" and args[args.index("--lr") + 1] == "0.0125"
+    assert "| 1202 | SkipInit |" in table and "| learned |" in table
+    bench.run_depth(runner, table_only=False, archs=["cifar20"], methods=["BN"])  # the table's lr: its folder
+    assert runner.tasks[0][0] == os.path.join(str(tmp_path), "depth", "cifar20", "BN")
+
+
+def test_the_depth_options_are_refused_outside_the_depth_group(tmp_path, capsys):
+    for split in ("train", "val", "test"):
+        os.makedirs(tmp_path / split)
+    with pytest.raises(SystemExit):
+        bench.main(["--group", "cifar20", "--lr", "0.01", "--data", str(tmp_path), "--table"])
+    assert "--group depth only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--group", "depth", "--lr", "0", "--data", str(tmp_path), "--table"])
+    assert "must be positive" in capsys.readouterr().err
