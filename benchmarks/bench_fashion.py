@@ -439,7 +439,8 @@ def main(argv=None) -> None:
         table = run_depth(runner, args.table, args.lr, [f"cifar{n}" for n in args.layers], args.methods)
     else:
         table = run_group(runner, args.group, args.table)
-    print(f"\nFashion-MNIST, group {args.group} ({out}):\n{table}", flush=True)
+    at = f", lr {args.lr:g}" if args.group == "depth" else ""
+    print(f"\nFashion-MNIST, group {args.group}{at} ({out}):\n{table}", flush=True)
 
 
 if __name__ == "__main__":
