@@ -306,7 +306,7 @@ def _plot(runner: Runner, group: str, rows: List[dict], png: str) -> None:
         xs = [curves[0][i][0] * 128 / 1000 for i in range(n)]  # thousands of training images
         cols = [[c[i][1] for c in curves] for i in range(n)]
         mean = [statistics.mean(c) for c in cols]
-        line, = ax.plot(xs, mean, marker="o", label=f"{r['method']} (lr {r['lr']:g}, {len(curves)} seeds)")
+        line, = ax.plot(xs, mean, marker="o", label=f"{r['method']} (lr {r['lr']:g}, {len(curves)} seed{'s' if len(curves) > 1 else ''})")
         ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
     ax.set_xlabel("training images seen (thousands; one epoch = 54)")
     ax.set_ylabel("validation top-1 (%)")
