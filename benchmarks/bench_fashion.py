@@ -425,7 +425,7 @@ def main(argv=None) -> None:
     if args.group != "depth" and (args.lr != DEPTH["lr"] or args.layers != p.get_default("layers")
                                   or args.methods != p.get_default("methods")):
         p.error("--lr, --layers and --methods apply to --group depth only (the other groups sweep the lr)")
-    if not args.lr > 0:
+    if not (args.lr > 0 and math.isfinite(args.lr)):
         p.error(f"--lr must be positive, got {args.lr:g}")
     for split in ("train", "val", "test"):
         if not os.path.isdir(os.path.join(args.data, split)):

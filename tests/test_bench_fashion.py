@@ -130,3 +130,6 @@ def test_the_depth_options_are_refused_outside_the_depth_group(tmp_path, capsys)
     with pytest.raises(SystemExit):
         bench.main(["--group", "depth", "--lr", "0", "--data", str(tmp_path), "--table"])
     assert "must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--group", "depth", "--lr", "inf", "--data", str(tmp_path), "--table"])
+    assert "must be positive" in capsys.readouterr().err
