@@ -37,12 +37,12 @@ per fairseq command (``--threads``).
     python benchmarks/bench_translation_real.py --phase table          # print the tables of what is done
 
 Depth (6+6, 18+18, 50+50 layers, the same width and budget): one seed, each method
-started at the lr its 3+3 sweep chose (``--method-lrs``), with no extension at first;
-re-running with ``--max-extensions 1`` goes one factor 2 down from an lr that diverged
-(and up from one that trained):
+started at the lr its 3+3 sweep chose (``--method-lrs``); a method that fails there (it
+diverged, or its final valid loss is no lower than its first one) goes a factor 2 down,
+twice at most, and one that trains keeps its lr (``--no-extend-up``):
 
-    python benchmarks/bench_translation_real.py --layers 6 --tag depth6 --seeds 1 --max-extensions 0 \
-        --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
+    python benchmarks/bench_translation_real.py --layers 6 --tag depth6 --seeds 1 --max-extensions 2 \
+        --no-extend-up --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, chosen_sweep_lr, lr_past_winning_edge, swept_lrs, table  # noqa: E402
+from _common import ROOT, best_lr, lr_past_winning_edge, swept_lrs, table  # noqa: E402
 
 from projects.translation import toy_task  # noqa: E402
 
@@ -105,6 +105,9 @@ class Config:
     # a method's own first grid in place of ``lrs`` (the depth tables start each method
     # at the lr its 3+3 sweep chose)
     method_lrs: Dict[str, List[float]] = field(default_factory=dict)
+    # False: extend only down from a failed lr; a method that trains at its first lr keeps
+    # it (the depth tables: the question there is which methods train, not their best lr)
+    extend_up: bool = True
 
     def grid(self, method: str) -> List[float]:
         """The first grid of ``method``'s sweep."""
@@ -237,9 +240,21 @@ def _swept_lrs(tag: str, method: str, seed: int) -> List[float]:
     return swept_lrs(os.path.join(RUNS, tag, method), seed)
 
 
+def outcome(r: dict) -> str:
+    """"diverged" (fairseq stopped on NaN/Inf), "no progress" (it ran to the end, but its
+    final valid loss is no lower than at its first validation: it learned nothing, as
+    post-LN does past its lr ceiling), or "done"."""
+    if r["status"] != "done":
+        return r["status"]
+    curve = r.get("valid_curve") or []
+    return "no progress" if curve and r["final_valid_loss"] >= curve[0][1] else "done"
+
+
 def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
+    """The final valid loss; inf for a run that failed (it diverged or made no progress),
+    so that a failed run loses the sweep and a failed single lr sends it down."""
     r = load_result(tag, method, lr, seed)
-    return r["final_valid_loss"] if r is not None and r["status"] == "done" else math.inf
+    return r["final_valid_loss"] if r is not None and outcome(r) == "done" else math.inf
 
 
 def _sweep_scores(tag: str, cfg: Config, method: str) -> Dict[float, float]:
@@ -253,19 +268,24 @@ def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     diverged run loses; when every lr diverged the low edge wins), or None when the
     first grid is unfinished, the best lr is inside the grid, or ``cfg.max_extensions``
     extensions were run."""
-    return lr_past_winning_edge(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions)
+    scores = _sweep_scores(tag, cfg, method)
+    lr = lr_past_winning_edge(scores, cfg.grid(method), cfg.max_extensions)
+    return None if lr is not None and not cfg.extend_up and lr > max(scores) else lr
 
 
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
-    """The sweep lr with the lowest final valid loss (diverged runs out); None until the
+    """The sweep lr with the lowest final valid loss (failed runs out); None until the
     whole sweep of ``method`` (its extensions included) is done."""
-    return chosen_sweep_lr(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions)
+    scores = _sweep_scores(tag, cfg, method)
+    if any(lr not in scores for lr in cfg.grid(method)) or next_sweep_lr(tag, cfg, method) is not None:
+        return None
+    return best_lr(scores)
 
 
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -341,7 +361,7 @@ def print_tables(args, cfg: Config) -> None:
     print(f"\n### Every finished run of {args.tag}\n")
     print(table(["method", "lr", "seed", "status", "final valid loss", "test BLEU",
                  f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"],
-                [[r["method"], _lr_name(r["lr"]), r["seed"], r["status"], r["final_valid_loss"], r["bleu"],
+                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r), r["final_valid_loss"], r["bleu"],
                   updates_to_reach(r["valid_curve"], args.target_loss) or "never",
                   f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"]
                  for r in finished_runs(args.tag, args.methods)]))
@@ -352,7 +372,7 @@ def print_tables(args, cfg: Config) -> None:
         row = [m]
         for lr in lrs:
             r = load_result(args.tag, m, lr, cfg.seeds[0])
-            row.append("-" if r is None else ("diverged" if r["status"] != "done" else f"{r['final_valid_loss']:.3f}"))
+            row.append("-" if r is None else (outcome(r) if outcome(r) != "done" else f"{r['final_valid_loss']:.3f}"))
         rows.append(row)
     print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
@@ -361,7 +381,7 @@ def print_tables(args, cfg: Config) -> None:
     for m in args.methods:
         lr = chosen_lr(args.tag, cfg, m)
         results = [] if lr is None else [r for s in cfg.seeds if (r := load_result(args.tag, m, lr, s))]
-        done = [r for r in results if r["status"] == "done"]
+        done = [r for r in results if outcome(r) == "done"]
         reach = [updates_to_reach(r["valid_curve"], args.target_loss) for r in done]
         wps = [r["wps"] for r in results if r["wps"]]
         rows.append([
@@ -466,6 +486,9 @@ def main(argv=None) -> None:
                         "(the depth tables start each method at the lr of its 3+3 sweep)")
     p.add_argument("--max-extensions", type=int, default=default.max_extensions,
                    help="times the sweep may go a factor 2 past an edge that wins (default: %(default)s)")
+    p.add_argument("--no-extend-up", dest="extend_up", action="store_false",
+                   help="extend the sweep only down from an lr that failed, never up from one that trained "
+                        "(the depth tables)")
     p.add_argument("--target-loss", type=float, default=6.0,
                    help="valid loss whose first crossing is reported (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1)
@@ -483,7 +506,7 @@ def main(argv=None) -> None:
                      max_update=args.max_update, warmup=args.warmup, max_tokens=args.max_tokens,
                      dropout=default.dropout, validate_every=args.validate_every,
                      lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
-                     method_lrs=method_lrs)
+                     method_lrs=method_lrs, extend_up=args.extend_up)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

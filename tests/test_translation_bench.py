@@ -100,3 +100,38 @@ def test_a_method_may_start_from_its_own_lr_and_bad_method_lrs_are_refused(tmp_p
     for bad in (["layernorm=1e-3"], ["rescale=fast"], ["rescale=-1e-3"], ["rescale"]):
         with pytest.raises(SystemExit):
             bench.parse_method_lrs(parser, bad)
+
+
+def test_a_run_that_made_no_progress_fails_like_a_diverged_one(tmp_path, monkeypatch):
+    # post-LN 6+6 at its 3+3 lr: valid loss 10.1 at update 100, 11.05 at the end, BLEU 0
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(seeds=[1], max_extensions=1, method_lrs={"postln": [2e-3]})
+    _write_result(2e-3, 11.05, "done", "postln")
+    path = os.path.join(bench.run_dir("t", "postln", 2e-3, 1), "result.json")
+    with open(path) as f:
+        r = json.load(f)
+    r["valid_curve"] = [[100, 10.1, 9.7], [200, 9.3, 8.9], [300, 11.05, 10.7]]
+    with open(path, "w") as f:
+        json.dump(r, f)
+    assert bench.outcome(r) == "no progress"
+    assert bench.next_sweep_lr("t", cfg, "postln") == 1e-3  # down, not up
+    assert bench.chosen_lr("t", cfg, "postln") is None
+    _write_result(1e-3, 6.0, "done", "postln")  # a curve that falls, or none recorded: done
+    assert bench.chosen_lr("t", cfg, "postln") == 1e-3
+    assert bench.outcome({"status": "done", "final_valid_loss": 6.0, "valid_curve": [[100, 9.0, 8.0], [200, 6.0, 5.0]]}) == "done"
+    assert bench.outcome({"status": "diverged", "final_valid_loss": None}) == "diverged"
+
+
+def test_the_depth_tables_extend_only_down(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(seeds=[1], max_extensions=2, extend_up=False, method_lrs={"preln": [4e-3], "noln": [4e-3]})
+    bench.check_config("t", cfg)
+    bench.check_config("t", bench.Config(seeds=[1]))  # extend_up is not part of a tag's configuration
+    _write_result(4e-3, 5.2, "done", "preln")  # trained: kept, not extended up
+    assert bench.next_sweep_lr("t", cfg, "preln") is None and bench.chosen_lr("t", cfg, "preln") == 4e-3
+    _write_result(4e-3, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", cfg, "noln") == 2e-3
+    _write_result(2e-3, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", cfg, "noln") == 1e-3
+    _write_result(1e-3, None, "diverged", "noln")
+    assert bench.next_sweep_lr("t", cfg, "noln") is None and bench.chosen_lr("t", cfg, "noln") is None
