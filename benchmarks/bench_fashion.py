@@ -45,6 +45,7 @@ and min-max band over the seeds) and ``summary.json`` are written after every gr
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -179,6 +180,12 @@ class Runner:
               f"val {res.get('val_acc1', float('nan')):.2f} test {res.get('test_acc1', float('nan')):.2f}", flush=True)
         return res
 
+    def serial(self) -> "Runner":
+        """The same runner, one run at a time (for a caller that runs its own jobs side by side)."""
+        one = copy.copy(self)
+        one.jobs = 1
+        return one
+
     def run_all(self, tasks: List[tuple]) -> List[dict]:
         with ThreadPoolExecutor(self.jobs) as pool:
             return list(pool.map(lambda t: self.run(*t), tasks))
@@ -279,7 +286,7 @@ def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) 
             f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | "
             f"{_mean_sd([x['test_acc1'] for x in done if 'test_acc1' in x])}"
             f"{f', {len(failed)} diverged' if failed else ''} | {_mean_sd([x['val_acc1'] for x in done])} | "
-            f"{statistics.median(ips):.0f} | {statistics.median(wall):.1f} |" if done else
+            f"{f'{statistics.median(ips):.0f}' if ips else '-'} | {f'{statistics.median(wall):.1f}' if wall else '-'} |" if done else
             f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | not finished | | | |")
     table = "\n".join(lines)
     os.makedirs(runner.folder(group), exist_ok=True)
@@ -320,22 +327,28 @@ def _plot(runner: Runner, group: str, rows: List[dict], png: str) -> None:
 
 
 def run_group(runner: Runner, group: str, table_only: bool) -> str:
-    """Every method's lr sweep first (so the table shows all methods early), then the
-    seeds at each chosen lr."""
+    """Every method's lr sweep, then its seeds at the chosen lr. The methods run side by
+    side, ``runner.jobs`` at a time, each one run after another: a sweep's extensions are
+    serial, so one method at a time would leave all jobs but one idle while it extends."""
     cfg = GROUPS[group]
-    lrs = {}
-    for method, arch in cfg["methods"].items():
-        done = sweep_table(runner, group, method)
-        lrs[method] = (best_lr(done) or float("nan")) if table_only \
-            else sweep(runner, group, method, arch, cfg["size"], cfg["epochs"])
+
+    def method_runs(item):
+        method, arch = item
+        lr = sweep(serial, group, method, arch, cfg["size"], cfg["epochs"])
+        if not all(v < CHANCE_MARGIN for v in sweep_table(runner, group, method).values()):
+            final_runs(serial, group, method, arch.split()[0], cfg["size"], lr, cfg["epochs"], arch.split()[1:])
+
+    if not table_only:
+        serial = runner.serial()
+        with ThreadPoolExecutor(runner.jobs) as pool:
+            list(pool.map(method_runs, cfg["methods"].items()))
     rows = []
     for method, arch in cfg["methods"].items():
-        lr = lrs[method]
+        scores = sweep_table(runner, group, method)
+        # every run failed: the table reports the lowest lr's failure
+        lr = best_lr(scores) or (min(scores) if scores else float("nan"))
         folders = [run_folder(runner, group, method, lr, s) for s in SEEDS]
-        collapsed = all(v < CHANCE_MARGIN for v in sweep_table(runner, group, method).values())
-        runs = [runner.result(f) for f in folders] if table_only or lr != lr or collapsed else \
-            final_runs(runner, group, method, arch.split()[0], cfg["size"], lr, cfg["epochs"], arch.split()[1:])
-        rows.append(dict(method=method, arch=arch, lr=lr, sweep=sweep_table(runner, group, method), runs=runs,
+        rows.append(dict(method=method, arch=arch, lr=lr, sweep=scores, runs=[runner.result(f) for f in folders],
                          folders=folders))
     return summarize(runner, group, rows, None if runner.quick else os.path.join(ROOT, "docs", f"fashion_{group}_curves.png"))
 

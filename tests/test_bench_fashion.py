@@ -133,3 +133,38 @@ def test_the_depth_options_are_refused_outside_the_depth_group(tmp_path, capsys)
     with pytest.raises(SystemExit):
         bench.main(["--group", "depth", "--lr", "inf", "--data", str(tmp_path), "--table"])
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_a_group_runs_its_methods_side_by_side_each_one_run_at_a_time(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))  # the group's PNG goes to ROOT/docs
+    active, peak, lock = {}, [0], threading.Lock()
+
+    def score(lr, seed):
+        return None if lr > 0.5 else 80 - abs(lr - 0.2) * 10 + seed
+
+    class Concurrent(FakeRunner):
+        def run(self, folder, arch, args):
+            method = os.path.basename(os.path.dirname(folder))
+            with lock:
+                assert method not in active, "two runs of one method at once"
+                active[method] = True
+                peak[0] = max(peak[0], len(active))
+            try:
+                return super().run(folder, arch, args)
+            finally:
+                with lock:
+                    del active[method]
+
+    runner = Concurrent(tmp_path, score)
+    runner.jobs = 2
+    table = bench.run_group(runner, "cifar20", table_only=False)
+    methods = bench.GROUPS["cifar20"]["methods"]
+    # each method: 0.05, 0.1, 0.2, then 0.4 past the winning edge (0.2 wins), seeds 1 and 2 at 0.2
+    assert len(runner.calls) == len(methods) * 6
+    assert len({(c[0], c[1], c[2], c[3]) for c in runner.calls}) == len(runner.calls)  # nothing twice
+    assert table.count("| 0.2 |") == len(methods) and "not finished" not in table
+    runner.calls.clear()
+    bench.run_group(runner, "cifar20", table_only=False)
+    assert runner.calls == []  # a second invocation runs nothing again
