@@ -287,7 +287,9 @@ def summarize(runner: Runner, group: str, rows: List[dict], png: Optional[str]) 
             f"{_mean_sd([x['test_acc1'] for x in done if 'test_acc1' in x])}"
             f"{f', {len(failed)} diverged' if failed else ''} | {_mean_sd([x['val_acc1'] for x in done])} | "
             f"{f'{statistics.median(ips):.0f}' if ips else '-'} | {f'{statistics.median(wall):.1f}' if wall else '-'} |" if done else
-            f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | not finished | | | |")
+            f"| {r['method']} | `{r['arch']}` | {r['lr']:g} | {sweep_txt} | "
+            f"{'diverged at every lr' if r['sweep'] and not any(map(math.isfinite, r['sweep'].values())) else 'not finished'}"
+            f" | | | |")
     table = "\n".join(lines)
     os.makedirs(runner.folder(group), exist_ok=True)
     with open(runner.folder(group, "summary.json"), "w") as f:

@@ -168,3 +168,13 @@ def test_a_group_runs_its_methods_side_by_side_each_one_run_at_a_time(tmp_path, 
     runner.calls.clear()
     bench.run_group(runner, "cifar20", table_only=False)
     assert runner.calls == []  # a second invocation runs nothing again
+
+
+def test_a_method_that_diverged_at_every_lr_says_so_in_the_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ROOT", str(tmp_path))
+    runner = FakeRunner(tmp_path, lambda lr, seed: None)
+    bench.sweep(runner, "cifar56", "plain", "plain_resnet_cifar56", 28, 1)
+    table = bench.run_group(runner, "cifar56", table_only=True)
+    row = next(line for line in table.splitlines() if line.startswith("| plain |"))
+    assert "diverged at every lr" in row and "0.05: diverged, 0.1: diverged, 0.2: diverged" in row
+    assert table.count("not finished") == len(bench.GROUPS["cifar56"]["methods"]) - 1
