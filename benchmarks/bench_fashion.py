@@ -308,14 +308,19 @@ def _plot(runner: Runner, group: str, rows: List[dict], png: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for r in rows:
-        curves = [c for c in (_curve(f) for f in r["folders"]) if c]
+        # finished runs only: a seed that diverged has a shorter curve, and would cut the
+        # mean of the others short (it is named in the label instead)
+        results = [runner.result(f) for f in r["folders"]]
+        curves = [c for f, res in zip(r["folders"], results) if res and not res.get("failed") and (c := _curve(f))]
         if not curves:
             continue
+        diverged = sum(1 for res in results if res and res.get("failed"))
         n = min(len(c) for c in curves)
         xs = [curves[0][i][0] * 128 / 1000 for i in range(n)]  # thousands of training images
         cols = [[c[i][1] for c in curves] for i in range(n)]
         mean = [statistics.mean(c) for c in cols]
-        line, = ax.plot(xs, mean, marker="o", label=f"{r['method']} (lr {r['lr']:g}, {len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        label = f"{r['method']} (lr {r['lr']:g}, {len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        line, = ax.plot(xs, mean, marker="o", label=label + (f", {diverged} diverged)" if diverged else ")"))
         ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
     ax.set_xlabel("training images seen (thousands; one epoch = 54)")
     ax.set_ylabel("validation top-1 (%)")
