@@ -90,7 +90,7 @@ def swept_lrs(folder: str, seed: int) -> List[float]:
 
 
 def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[float],
-                         max_extensions: int) -> Optional[float]:
+                         max_extensions: int, extend_up: bool = True) -> Optional[float]:
     """The next lr of a sweep, one factor 2 past the edge that wins, so that no method
     is held at the edge of its grid; None when the first grid is not finished, the best
     lr is inside what was tried, or ``max_extensions`` lrs beyond the first grid were run.
@@ -98,13 +98,14 @@ def lr_past_winning_edge(scores: Mapping[float, float], first_grid: Sequence[flo
     ``scores`` maps every lr tried to its score, higher is better, ``-inf`` for a run
     that failed (diverged). Ties go to the lower lr, so when every run failed the sweep
     goes down; a failed top edge never sends it up. Every lr sweep of ``benchmarks/``
-    (classification, detection, video, translation) extends its grid by this rule."""
+    (classification, detection, video, translation) extends its grid by this rule;
+    ``extend_up=False`` only ever goes down (a winning top edge ends the sweep)."""
     tried = sorted(scores)
     if any(lr not in scores for lr in first_grid) or len(tried) - len(set(first_grid)) >= max_extensions:
         return None
     best = max(tried, key=lambda lr: (scores[lr], -lr))
     if best == tried[-1] and math.isfinite(scores[best]):
-        return best * 2
+        return best * 2 if extend_up else None
     if best == tried[0]:
         return best / 2
     return None
@@ -118,10 +119,11 @@ def best_lr(scores: Mapping[float, float]) -> Optional[float]:
 
 
 def chosen_sweep_lr(scores: Mapping[float, float], first_grid: Sequence[float],
-                    max_extensions: int) -> Optional[float]:
+                    max_extensions: int, extend_up: bool = True) -> Optional[float]:
     """The sweep's lr: the best score (ties to the lower lr) among the runs that did not
     fail; None until the sweep is done (its first grid and every extension
     :func:`lr_past_winning_edge` asks for), or when every run failed."""
-    if any(lr not in scores for lr in first_grid) or lr_past_winning_edge(scores, first_grid, max_extensions) is not None:
+    if any(lr not in scores for lr in first_grid) or \
+            lr_past_winning_edge(scores, first_grid, max_extensions, extend_up) is not None:
         return None
     return best_lr(scores)

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import ROOT, best_lr, lr_past_winning_edge, swept_lrs, table  # noqa: E402
+from _common import ROOT, chosen_sweep_lr, lr_past_winning_edge, swept_lrs, table  # noqa: E402
 
 from projects.translation import toy_task  # noqa: E402
 
@@ -268,18 +268,13 @@ def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     diverged run loses; when every lr diverged the low edge wins), or None when the
     first grid is unfinished, the best lr is inside the grid, or ``cfg.max_extensions``
     extensions were run."""
-    scores = _sweep_scores(tag, cfg, method)
-    lr = lr_past_winning_edge(scores, cfg.grid(method), cfg.max_extensions)
-    return None if lr is not None and not cfg.extend_up and lr > max(scores) else lr
+    return lr_past_winning_edge(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions, cfg.extend_up)
 
 
 def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
     """The sweep lr with the lowest final valid loss (failed runs out); None until the
     whole sweep of ``method`` (its extensions included) is done."""
-    scores = _sweep_scores(tag, cfg, method)
-    if any(lr not in scores for lr in cfg.grid(method)) or next_sweep_lr(tag, cfg, method) is not None:
-        return None
-    return best_lr(scores)
+    return chosen_sweep_lr(_sweep_scores(tag, cfg, method), cfg.grid(method), cfg.max_extensions, cfg.extend_up)
 
 
 def check_config(tag: str, cfg: Config) -> None:
