@@ -130,8 +130,8 @@ def _calibrate_on_rank(rank, world_size, out_dir):
     dist.barrier()
 
 
-def test_means_are_identical_across_two_processes():
-    out = run_distributed(_calibrate_on_rank)
+def test_means_are_identical_across_two_processes(tmp_path):
+    out = run_distributed(_calibrate_on_rank, tmp_path)
     r0 = torch.load(os.path.join(out, "rank0.pt"))
     r1 = torch.load(os.path.join(out, "rank1.pt"))
     assert r0.keys() == r1.keys() and len(r0) > 0

@@ -124,9 +124,9 @@ def _train_on_rank(rank, world_size, out_dir, data):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_identical_addbias_means(shapes):
+def test_two_processes_keep_identical_addbias_means(shapes, tmp_path):
     # 24 images, 2 ranks x batch 4: 3 steps per epoch, 9 steps, calibrated after 8
-    out = run_distributed(_train_on_rank, args=(shapes,))
+    out = run_distributed(_train_on_rank, tmp_path, args=(shapes,))
     r0 = torch.load(os.path.join(out, "rank0.pt"))
     r1 = torch.load(os.path.join(out, "rank1.pt"))
     assert r0.keys() == r1.keys() and r0

@@ -451,8 +451,8 @@ def _ddp_rank(rank, world_size, out_dir):
     dist.barrier()
 
 
-def test_ddp_gloo_keeps_calibration_means_and_weights_identical_across_ranks():
-    out = run_distributed(_ddp_rank)
+def test_ddp_gloo_keeps_calibration_means_and_weights_identical_across_ranks(tmp_path):
+    out = run_distributed(_ddp_rank, tmp_path)
     r0 = torch.load(os.path.join(out, "rank0.pt"))
     r1 = torch.load(os.path.join(out, "rank1.pt"))
     means = [k for k in r0 if k.endswith("init_mean")]

@@ -102,8 +102,8 @@ def _train_rank(rank, world_size, out_dir, data_root):
     torch.save(seen, os.path.join(out_dir, f"labels{rank}.pt"))
 
 
-def test_two_process_gloo_training_keeps_addbias_means_identical(data_root):
-    out_dir = run_distributed(_train_rank, world_size=2, args=(data_root,))
+def test_two_process_gloo_training_keeps_addbias_means_identical(data_root, tmp_path):
+    out_dir = run_distributed(_train_rank, tmp_path, world_size=2, args=(data_root,))
     ranks = [torch.load(p) for p in sorted(glob.glob(os.path.join(out_dir, "rank*.pt")))]
     assert len(ranks) == 2
     # the two ranks trained on different clips ...
