@@ -108,6 +108,10 @@ class Config:
     # False: extend only down from a failed lr; a method that trains at its first lr keeps
     # it (the depth tables: the question there is which methods train, not their best lr)
     extend_up: bool = True
+    # a valid loss the run must reach within the budget, or it fails like a diverged one
+    # (the depth tables, with --must-reach-target: a run stalled on the word-frequency
+    # plateau, valid loss about 10, counts as not trained, so the sweep tries a lower lr)
+    must_reach: Optional[float] = None
 
     def grid(self, method: str) -> List[float]:
         """The first grid of ``method``'s sweep."""
@@ -240,27 +244,32 @@ def _swept_lrs(tag: str, method: str, seed: int) -> List[float]:
     return swept_lrs(os.path.join(RUNS, tag, method), seed)
 
 
-def outcome(r: dict) -> str:
+def outcome(r: dict, must_reach: Optional[float] = None) -> str:
     """"diverged" (fairseq stopped on NaN/Inf), "no progress" (it ran to the end, but its
     final valid loss is no lower than at its first validation: it learned nothing, as
-    post-LN does past its lr ceiling), or "done"."""
+    post-LN does past its lr ceiling), "short of <must_reach>" (its valid loss never
+    reached ``must_reach``), or "done"."""
     if r["status"] != "done":
         return r["status"]
     curve = r.get("valid_curve") or []
-    return "no progress" if curve and r["final_valid_loss"] >= curve[0][1] else "done"
+    if curve and r["final_valid_loss"] >= curve[0][1]:
+        return "no progress"
+    if must_reach is not None and updates_to_reach(curve, must_reach) is None:
+        return f"short of {must_reach:g}"
+    return "done"
 
 
-def _sweep_loss(tag: str, method: str, lr: float, seed: int) -> float:
-    """The final valid loss; inf for a run that failed (it diverged or made no progress),
-    so that a failed run loses the sweep and a failed single lr sends it down."""
+def _sweep_loss(tag: str, cfg: Config, method: str, lr: float, seed: int) -> float:
+    """The final valid loss; inf for a run that failed (``outcome``), so that a failed run
+    loses the sweep and a failed single lr sends it down."""
     r = load_result(tag, method, lr, seed)
-    return r["final_valid_loss"] if r is not None and outcome(r) == "done" else math.inf
+    return r["final_valid_loss"] if r is not None and outcome(r, cfg.must_reach) == "done" else math.inf
 
 
 def _sweep_scores(tag: str, cfg: Config, method: str) -> Dict[float, float]:
     """lr -> minus the final valid loss of the method's sweep runs (-inf: diverged)."""
     seed = cfg.seeds[0]
-    return {lr: -_sweep_loss(tag, method, lr, seed) for lr in _swept_lrs(tag, method, seed)}
+    return {lr: -_sweep_loss(tag, cfg, method, lr, seed) for lr in _swept_lrs(tag, method, seed)}
 
 
 def next_sweep_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
@@ -280,7 +289,7 @@ def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_reach")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -356,7 +365,7 @@ def print_tables(args, cfg: Config) -> None:
     print(f"\n### Every finished run of {args.tag}\n")
     print(table(["method", "lr", "seed", "status", "final valid loss", "test BLEU",
                  f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"],
-                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r), r["final_valid_loss"], r["bleu"],
+                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r, cfg.must_reach), r["final_valid_loss"], r["bleu"],
                   updates_to_reach(r["valid_curve"], args.target_loss) or "never",
                   f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"]
                  for r in finished_runs(args.tag, args.methods)]))
@@ -367,7 +376,8 @@ def print_tables(args, cfg: Config) -> None:
         row = [m]
         for lr in lrs:
             r = load_result(args.tag, m, lr, cfg.seeds[0])
-            row.append("-" if r is None else (outcome(r) if outcome(r) != "done" else f"{r['final_valid_loss']:.3f}"))
+            status = None if r is None else outcome(r, cfg.must_reach)
+            row.append("-" if r is None else (status if status != "done" else f"{r['final_valid_loss']:.3f}"))
         rows.append(row)
     print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
@@ -376,7 +386,7 @@ def print_tables(args, cfg: Config) -> None:
     for m in args.methods:
         lr = chosen_lr(args.tag, cfg, m)
         results = [] if lr is None else [r for s in cfg.seeds if (r := load_result(args.tag, m, lr, s))]
-        done = [r for r in results if outcome(r) == "done"]
+        done = [r for r in results if outcome(r, cfg.must_reach) == "done"]
         reach = [updates_to_reach(r["valid_curve"], args.target_loss) for r in done]
         wps = [r["wps"] for r in results if r["wps"]]
         rows.append([
@@ -486,6 +496,10 @@ def main(argv=None) -> None:
                         "(the depth tables)")
     p.add_argument("--target-loss", type=float, default=6.0,
                    help="valid loss whose first crossing is reported (default: %(default)s)")
+    p.add_argument("--must-reach-target", action="store_true",
+                   help="a run whose valid loss never reaches --target-loss fails like a diverged one, "
+                        "so the sweep goes down (the depth tables: a run stalled on the word-frequency "
+                        "plateau has not trained)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plot", default=None, help="PNG of valid loss against updates (default: none)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
@@ -501,7 +515,8 @@ def main(argv=None) -> None:
                      max_update=args.max_update, warmup=args.warmup, max_tokens=args.max_tokens,
                      dropout=default.dropout, validate_every=args.validate_every,
                      lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
-                     method_lrs=method_lrs, extend_up=args.extend_up)
+                     method_lrs=method_lrs, extend_up=args.extend_up,
+                     must_reach=args.target_loss if args.must_reach_target else None)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

@@ -135,3 +135,35 @@ def test_the_depth_tables_extend_only_down(tmp_path, monkeypatch):
     assert bench.next_sweep_lr("t", cfg, "noln") == 1e-3
     _write_result(1e-3, None, "diverged", "noln")
     assert bench.next_sweep_lr("t", cfg, "noln") is None and bench.chosen_lr("t", cfg, "noln") is None
+
+
+def _write_curve(method, lr, curve):
+    _write_result(lr, curve[-1][1], "done", method)
+    path = os.path.join(bench.run_dir("t", method, lr, 1), "result.json")
+    with open(path) as f:
+        r = json.load(f)
+    r["valid_curve"] = curve
+    with open(path, "w") as f:
+        json.dump(r, f)
+    return r
+
+
+def test_a_run_stalled_above_the_target_fails_only_where_the_target_must_be_reached(tmp_path, monkeypatch):
+    # DyT 18+18 at its 3+3 lr: 10.20 at update 100, then the word-frequency plateau near 10
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    strict = bench.Config(seeds=[1], max_extensions=2, extend_up=False, must_reach=6.5, method_lrs={"dyt": [8e-3]})
+    lenient = bench.Config(seeds=[1], max_extensions=2, extend_up=False, method_lrs={"dyt": [8e-3]})
+    bench.check_config("t", strict)
+    bench.check_config("t", lenient)  # must_reach is a sweep rule, not part of a tag's configuration
+    stalled = _write_curve("dyt", 8e-3, [[100, 10.20, 9.85], [600, 10.09, 9.74], [1200, 9.98, 9.60]])
+    assert bench.outcome(stalled) == "done" and bench.chosen_lr("t", lenient, "dyt") == 8e-3
+    assert bench.outcome(stalled, 6.5) == "short of 6.5"
+    assert bench.chosen_lr("t", strict, "dyt") is None and bench.next_sweep_lr("t", strict, "dyt") == 4e-3
+    _write_curve("dyt", 4e-3, [[100, 10.1, 9.8], [600, 6.4, 6.0], [1200, 5.1, 4.7]])  # reaches 6.5 at 600
+    # below a failed lr the low edge wins, so the sweep checks one more factor 2 down
+    assert bench.next_sweep_lr("t", strict, "dyt") == 2e-3 and bench.chosen_lr("t", strict, "dyt") is None
+    _write_curve("dyt", 2e-3, [[100, 10.3, 9.9], [600, 7.0, 6.6], [1200, 5.6, 5.2]])
+    assert bench.next_sweep_lr("t", strict, "dyt") is None and bench.chosen_lr("t", strict, "dyt") == 4e-3
+    # a run that reaches the target exactly counts; the no-progress rule still comes first
+    assert bench.outcome({"status": "done", "final_valid_loss": 6.5, "valid_curve": [[100, 9.0, 8.0], [200, 6.5, 6.0]]}, 6.5) == "done"
+    assert bench.outcome({"status": "done", "final_valid_loss": 11.0, "valid_curve": [[100, 10.0, 9.0], [200, 11.0, 10.0]]}, 6.5) == "no progress"
