@@ -157,6 +157,30 @@ class Probe:
         return hook
 
 
+class DyTSaturation:
+    """Forward hooks on every DyT (``gamma * tanh(alpha * x) + beta``) of a model: the RMS
+    and max |x| of its input and the share of entries where tanh is saturated. A DyT
+    whose input grew past ~2 / alpha passes on sign(x) and almost no gradient."""
+
+    SATURATED = 2.0
+
+    def __init__(self, model):
+        self.stats: Dict[str, Dict] = {}
+        for name, module in model.named_modules():
+            if type(module).__name__ == "DynamicTanh":
+                module.register_forward_hook(self._hook(name))
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            x = inputs[0].detach().float()
+            alpha = module.alpha.detach().float()
+            s = self.stats.setdefault(name, {"alpha": alpha.mean().item(), "rms": [], "max": [], "saturated": []})
+            s["rms"].append(x.pow(2).mean().sqrt().item())
+            s["max"].append(x.abs().max().item())
+            s["saturated"].append((alpha * x).abs().gt(self.SATURATED).float().mean().item())
+        return hook
+
+
 def probe(args) -> None:
     from fairseq.data import Dictionary
 
@@ -235,6 +259,7 @@ def trained(args) -> None:
     batches = task.get_batch_iterator(task.dataset(args.subset), max_tokens=2048, seed=1).next_epoch_itr(shuffle=False)
     p = Probe(model)
     agg: Dict[str, Dict[str, List[float]]] = {}
+    dyt = DyTSaturation(model)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
         for i, sample in enumerate(batches):
             if i == args.batches:
@@ -266,6 +291,11 @@ def trained(args) -> None:
     if rows:
         print()
         print(table(["sublayer", "alpha_k", "learnt m_k (mean over channels)", "branch factor m_k / sqrt(L)"], rows))
+    if dyt.stats:
+        print(f"\nDyT inputs (saturated: |alpha x| > {DyTSaturation.SATURATED}, where tanh' < 0.07)\n")
+        print(table(["DyT", "alpha", "input RMS", "max |x|", "saturated"],
+                    [[name, f"{s['alpha']:.3f}", f"{statistics.mean(s['rms']):.2f}", f"{max(s['max']):.1f}",
+                      f"{statistics.mean(s['saturated']):.2f}"] for name, s in dyt.stats.items()]))
 
 
 # ---------------------------------------------------------------- variants
@@ -318,7 +348,7 @@ def main(argv=None) -> None:
     b.add_argument("--seeds", type=int, nargs="+", default=[1])
     b.add_argument("--updates", type=int, default=300)
     b.add_argument("--vocab", type=int, default=40)
-    c = sub.add_parser("trained", help="per-layer scales and learnt multipliers of a checkpoint")
+    c = sub.add_parser("trained", help="per-layer scales, learnt multipliers and DyT saturation of a checkpoint")
     c.add_argument("checkpoint")
     c.add_argument("--data-bin", required=True, help="the data-bin the checkpoint was trained on")
     c.add_argument("--dict-lang", default="de", help="a language of --data-bin (to check the path)")

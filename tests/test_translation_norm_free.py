@@ -155,3 +155,19 @@ def test_fairseq_train_smoke_and_checkpoint_loads_back(arch, toy_data_bin, tmp_p
     state = torch.load(ckpt)["model"]
     for name, value in models[0].state_dict().items():
         assert torch.equal(value, state[name]), name
+
+
+def test_the_diagnostic_counts_saturated_dyt_entries():
+    # benchmarks/translation_diagnose.py trained: how DyT 18+18 was found stuck (|alpha x| > 2)
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from translation_diagnose import DyTSaturation
+
+    model = nn.Sequential(_plugin().DynamicTanh(4, alpha_init=0.5), nn.Linear(4, 4))
+    probe = DyTSaturation(model)
+    model(torch.tensor([[1.0, -3.0, 5.0, -10.0], [0.0, 4.5, -2.0, 3.9]]))  # alpha x beyond 2: 5, -10, 4.5
+    (name, s), = probe.stats.items()
+    assert name == "0" and s["alpha"] == 0.5 and s["max"] == [10.0]
+    assert s["saturated"] == [pytest.approx(3 / 8)]
+    assert s["rms"] == [pytest.approx(torch.tensor([1.0, 9, 25, 100, 0, 20.25, 4, 15.21]).mean().sqrt().item())]
