@@ -47,6 +47,7 @@ twice at most, and one that trains keeps its lr (``--no-extend-up``):
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -112,6 +113,10 @@ class Config:
     # (the depth tables, with --must-reach-target: a run stalled on the word-frequency
     # plateau, valid loss about 10, counts as not trained, so the sweep tries a lower lr)
     must_reach: Optional[float] = None
+    # updates between the checkpoints a re-run resumes an interrupted run from (0: none,
+    # an interrupted run starts again); a multiple of validate_every, since fairseq
+    # validates at every mid-epoch save
+    save_every: int = 0
 
     def grid(self, method: str) -> List[float]:
         """The first grid of ``method``'s sweep."""
@@ -152,8 +157,26 @@ _WPS = re.compile(r"train_inner \|.*?wps=([0-9.]+)")
 
 
 def valid_curve(log: str) -> List[List[float]]:
-    """``[[num_updates, loss, nll_loss], ...]`` of every validation in a fairseq-train log."""
-    return [[int(u), float(loss), float(nll)] for loss, nll, u in _VALID.findall(log)]
+    """``[[num_updates, loss, nll_loss], ...]`` of every validation in a fairseq-train log,
+    by update; a validation repeated by a resumed sitting counts once (the later one)."""
+    by_update = {int(u): [int(u), float(loss), float(nll)] for loss, nll, u in _VALID.findall(log)}
+    return [by_update[u] for u in sorted(by_update)]
+
+
+RESUMED = "=== bench_translation_real: resumed from checkpoint_last.pt ==="
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|", re.M)
+
+
+def sittings_seconds(log: str) -> float:
+    """Seconds between the first and the last time stamp of each sitting of a train.log
+    (sittings are separated by ``RESUMED``), summed: the time of the sittings before the
+    current one, whose process was killed before it could say."""
+    total = 0.0
+    for part in log.split(RESUMED):
+        stamps = [datetime.datetime.strptime(t, "%Y-%m-%d %H:%M:%S") for t in _STAMP.findall(part)]
+        if stamps:
+            total += (stamps[-1] - stamps[0]).total_seconds()
+    return total
 
 
 def median_wps(log: str) -> Optional[float]:
@@ -182,9 +205,17 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
 
     label, arch, extra = METHODS[method]
     out = run_dir(tag, method, lr, seed)
-    if os.path.isdir(out):  # an interrupted run: start it again
+    log_path = os.path.join(out, "train.log")
+    resume = cfg.save_every > 0 and os.path.exists(os.path.join(out, "checkpoint_last.pt"))
+    earlier_seconds = 0.0
+    if resume:  # an interrupted run: fairseq-train goes on from checkpoint_last.pt
+        with open(log_path) as f:
+            earlier_seconds = sittings_seconds(f.read())
+        with open(log_path, "a") as f:
+            f.write(f"\n{RESUMED}\n")
+    elif os.path.isdir(out):  # an interrupted run with nothing to resume from: start again
         shutil.rmtree(out)
-    os.makedirs(out)
+    os.makedirs(out, exist_ok=True)
     data_bin = os.path.join(data, "data-bin")
     cmd = toy_task.fairseq_cli("fairseq-train") + [
         data_bin, "--user-dir", toy_task.PLUGIN_DIR, "--cpu", "--arch", arch, *cfg.model_args(), *extra,
@@ -197,20 +228,22 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
         "--validate-interval", "100000", "--validate-interval-updates", str(cfg.validate_every),
         "--num-workers", "0", "--log-format", "simple", "--log-interval", "10", "--no-progress-bar",
     ]
+    if cfg.save_every:
+        cmd += ["--save-interval-updates", str(cfg.save_every), "--keep-interval-updates", "1"]
     result = {"tag": tag, "method": method, "label": label, "arch": arch, "lr": lr, "seed": seed,
               "config": asdict(cfg), "train_command": cmd}
     start = time.time()
     try:
-        log = toy_task.run(cmd, env=toy_task.cli_env(threads), timeout=24 * 3600,
-                           log=os.path.join(out, "train.log"))
+        log = toy_task.run(cmd, env=toy_task.cli_env(threads), timeout=24 * 3600, log=log_path, append=resume)
         result["status"] = "done"
     except RuntimeError:
-        with open(os.path.join(out, "train.log")) as f:
+        with open(log_path) as f:
             log = f.read()
         if "FloatingPointError" not in log and "nan" not in log.lower():
             raise
         result["status"] = "diverged"
-    result["train_seconds"] = round(time.time() - start, 1)
+    result["train_seconds"] = round(earlier_seconds + time.time() - start, 1)
+    result["sittings"] = log.count(RESUMED) + 1
     result["valid_curve"] = valid_curve(log)
     result["wps"] = median_wps(log)
     finite = [loss for _, loss, _ in result["valid_curve"] if math.isfinite(loss)]
@@ -289,7 +322,7 @@ def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_reach")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_reach", "save_every")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -500,10 +533,18 @@ def main(argv=None) -> None:
                    help="a run whose valid loss never reaches --target-loss fails like a diverged one, "
                         "so the sweep goes down (the depth tables: a run stalled on the word-frequency "
                         "plateau has not trained)")
+    p.add_argument("--save-every", type=int, default=0, metavar="UPDATES",
+                   help="checkpoint every UPDATES updates (a multiple of --validate-every), so that a re-run "
+                        "resumes an interrupted run instead of starting it again (default: 0, no checkpoints "
+                        "before the end; a 50+50 run takes over an hour)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plot", default=None, help="PNG of valid loss against updates (default: none)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
     args = p.parse_args(argv)
+    if args.save_every < 0 or (args.save_every and args.save_every % args.validate_every):
+        p.error(f"--save-every {args.save_every}: give 0 or a multiple of --validate-every "
+                f"({args.validate_every}); fairseq validates at every save, so another interval "
+                "would add validations")
     RUNS = os.path.abspath(args.output)
     method_lrs = parse_method_lrs(p, args.method_lrs)
     check_data(args.data, args.lang)
@@ -516,7 +557,8 @@ def main(argv=None) -> None:
                      dropout=default.dropout, validate_every=args.validate_every,
                      lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
                      method_lrs=method_lrs, extend_up=args.extend_up,
-                     must_reach=args.target_loss if args.must_reach_target else None)
+                     must_reach=args.target_loss if args.must_reach_target else None,
+                     save_every=args.save_every)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

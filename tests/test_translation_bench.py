@@ -167,3 +167,59 @@ def test_a_run_stalled_above_the_target_fails_only_where_the_target_must_be_reac
     # a run that reaches the target exactly counts; the no-progress rule still comes first
     assert bench.outcome({"status": "done", "final_valid_loss": 6.5, "valid_curve": [[100, 9.0, 8.0], [200, 6.5, 6.0]]}, 6.5) == "done"
     assert bench.outcome({"status": "done", "final_valid_loss": 11.0, "valid_curve": [[100, 10.0, 9.0], [200, 11.0, 10.0]]}, 6.5) == "no progress"
+
+
+def test_valid_curve_counts_a_validation_repeated_by_a_resumed_sitting_once():
+    resumed = TRAIN_LOG + f"\n{bench.RESUMED}\n" + TRAIN_LOG.replace("loss 8.5 |", "loss 8.25 |")
+    assert bench.valid_curve(resumed) == [[100, 10.162, 9.846], [200, 8.25, 8.0]]
+    # each sitting's own span of time stamps: 69 s, twice
+    assert bench.sittings_seconds(TRAIN_LOG) == 69.0 and bench.sittings_seconds(resumed) == 138.0
+
+
+def test_save_every_must_be_a_multiple_of_validate_every(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--save-every", "150", "--validate-every", "100"])
+    assert "multiple of --validate-every" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_scores_as_if_uninterrupted(tmp_path, monkeypatch):
+    """--save-every: a run killed after update 5 (its checkpoint_last.pt from update 4) is
+    resumed by the next call and ends with the uninterrupted run's curve and BLEU."""
+    pytest.importorskip("fairseq")
+    pytest.importorskip("sentencepiece")
+    from projects.translation import prepare_gettext
+    from test_translation_gettext import _sentences, write_mo
+
+    items = list(_sentences().items())
+    write_mo(str(tmp_path / "locale" / "fr" / "LC_MESSAGES" / "a.mo"), dict(items))
+    data = tmp_path / "corpus"
+    prepare_gettext.main(["--locale-dir", str(tmp_path / "locale"), "--lang", "fr", "--output", str(data),
+                          "--valid", "8", "--test", "8", "--vocab-size", "60", "--seed", "3"])
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path / "runs"))
+    cfg = bench.Config(layers=1, dim=32, ffn=64, heads=2, max_update=8, warmup=2, validate_every=2,
+                       max_tokens=128, lrs=[1e-3], seeds=[1], save_every=2)  # 4 updates an epoch
+    injector = os.path.join(os.path.dirname(bench.__file__), "fault_injection")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (injector, os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("FAULT_INJECT", "after_step:5")
+    with pytest.raises(RuntimeError):
+        bench.train_and_score(str(data), "fr", "t", cfg, "rescale", 1e-3, 1, threads=1)
+    out = bench.run_dir("t", "rescale", 1e-3, 1)
+    assert os.path.exists(os.path.join(out, "checkpoint_last.pt")) and bench.load_result("t", "rescale", 1e-3, 1) is None
+    monkeypatch.delenv("FAULT_INJECT")
+    resumed = bench.train_and_score(str(data), "fr", "t", cfg, "rescale", 1e-3, 1, threads=1)
+    whole = bench.train_and_score(str(data), "fr", "whole", cfg, "rescale", 1e-3, 1, threads=1)
+    assert (resumed["sittings"], whole["sittings"]) == (2, 1)
+    with open(os.path.join(out, "train.log")) as f:
+        assert "@ 4 updates)" in f.read().split(bench.RESUMED)[1]  # fairseq's "Loaded checkpoint ..."
+    assert [u for u, _, _ in whole["valid_curve"]] == [2, 4, 6, 8]
+    assert resumed["valid_curve"] == whole["valid_curve"] and resumed["bleu"] == whole["bleu"]
+    assert resumed["status"] == whole["status"] == "done"
+    # without --save-every an interrupted run starts again from nothing
+    plain = bench.Config(**{**bench.asdict(cfg), "save_every": 0})
+    with open(os.path.join(out, "result.json")) as f:
+        assert json.load(f)["sittings"] == 2
+    os.remove(os.path.join(out, "result.json"))
+    again = bench.train_and_score(str(data), "fr", "t", plain, "rescale", 1e-3, 1, threads=1)
+    assert again["sittings"] == 1 and again["valid_curve"] == whole["valid_curve"]
+    with open(os.path.join(out, "train.log")) as f:
+        assert bench.RESUMED not in f.read()

@@ -102,16 +102,18 @@ def fairseq_cli(name: str) -> List[str]:
     return [sys.executable, "-c", f"from fairseq_cli.{module} import cli_main; cli_main()"]
 
 
-def run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900, log: Optional[str] = None) -> str:
+def run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900, log: Optional[str] = None,
+        append: bool = False) -> str:
     """Run a fairseq command and return its output (stdout and stderr). With ``log``, the
-    output goes to that file as it is written (follow a long run with ``tail -f``).
+    output goes to that file as it is written (follow a long run with ``tail -f``); with
+    ``append``, after what the file holds (a resumed run), and the whole file is returned.
     A failure raises with the command and the end of its output."""
     if log is None:
         proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env, timeout=timeout)
         output = proc.stdout
     else:
-        with open(log, "w") as f:
+        with open(log, "a" if append else "w") as f:
             proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout)
         with open(log) as f:
             output = f.read()
