@@ -82,6 +82,9 @@ METHODS: Dict[str, tuple] = {
                             ["--rescale-count", "model"]),
     "rescale_count_type": ("rescale_transformer --rescale-count type", "rescale_transformer",
                            ["--rescale-count", "type"]),
+    # DyT with room to grow: at 18+18 the residual stream outgrows 2 / alpha and every DyT
+    # saturates at the paper's alpha init 0.5 (translation_diagnose.py trained)
+    "dyt_alpha01": ("DyT, alpha init 0.1", "dyt_transformer", ["--dyt-alpha-init", "0.1"]),
 }
 DEFAULT_METHODS = ["postln", "preln", "dyt", "noln", "rescale"]
 
