@@ -87,6 +87,7 @@ METHODS: Dict[str, tuple] = {
     "dyt_alpha01": ("DyT, alpha init 0.1", "dyt_transformer", ["--dyt-alpha-init", "0.1"]),
 }
 DEFAULT_METHODS = ["postln", "preln", "dyt", "noln", "rescale"]
+LABEL_SMOOTHING = 0.1  # of every run's criterion, and of the word-frequency plateau
 
 
 @dataclass
@@ -112,10 +113,10 @@ class Config:
     # False: extend only down from a failed lr; a method that trains at its first lr keeps
     # it (the depth tables: the question there is which methods train, not their best lr)
     extend_up: bool = True
-    # a valid loss the run must reach within the budget, or it fails like a diverged one
-    # (the depth tables, with --must-reach-target: a run stalled on the word-frequency
-    # plateau, valid loss about 10, counts as not trained, so the sweep tries a lower lr)
-    must_reach: Optional[float] = None
+    # a valid loss the run must end below, or it fails like a diverged one ("stalled"):
+    # the word-frequency plateau of the corpus minus --min-gain (the depth tables: a run
+    # that learned the target word frequencies and nothing else has not trained)
+    must_beat: Optional[float] = None
     # updates between the checkpoints a re-run resumes an interrupted run from (0: none,
     # an interrupted run starts again); a multiple of validate_every, since fairseq
     # validates at every mid-epoch save
@@ -225,7 +226,7 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "0.0",
         "--lr", str(lr), "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(cfg.warmup),
         "--warmup-init-lr", "1e-07", "--dropout", str(cfg.dropout), "--weight-decay", "0.0",
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", str(LABEL_SMOOTHING),
         "--max-tokens", str(cfg.max_tokens), "--max-update", str(cfg.max_update), "--seed", str(seed),
         "--save-dir", out, "--no-epoch-checkpoints", "--save-interval", "100000",
         "--validate-interval", "100000", "--validate-interval-updates", str(cfg.validate_every),
@@ -280,26 +281,52 @@ def _swept_lrs(tag: str, method: str, seed: int) -> List[float]:
     return swept_lrs(os.path.join(RUNS, tag, method), seed)
 
 
-def outcome(r: dict, must_reach: Optional[float] = None) -> str:
+def outcome(r: dict, must_beat: Optional[float] = None) -> str:
     """"diverged" (fairseq stopped on NaN/Inf), "no progress" (it ran to the end, but its
     final valid loss is no lower than at its first validation: it learned nothing, as
-    post-LN does past its lr ceiling), "short of <must_reach>" (its valid loss never
-    reached ``must_reach``), or "done"."""
+    post-LN does past its lr ceiling), "stalled" (its final valid loss is not below
+    ``must_beat``), or "done"."""
     if r["status"] != "done":
         return r["status"]
     curve = r.get("valid_curve") or []
     if curve and r["final_valid_loss"] >= curve[0][1]:
         return "no progress"
-    if must_reach is not None and updates_to_reach(curve, must_reach) is None:
-        return f"short of {must_reach:g}"
+    if must_beat is not None and r["final_valid_loss"] >= must_beat:
+        return "stalled"
     return "done"
+
+
+def word_frequency_plateau(data: str, lang: str, label_smoothing: float = LABEL_SMOOTHING) -> float:
+    """The valid loss (label-smoothed cross-entropy, bits per target token, as fairseq
+    reports it) of the best model that ignores the source and the target prefix: every
+    token predicted with the train split's target frequencies, smoothed as the criterion
+    smooths its targets, ``q = (1 - eps - eps_i) p + eps_i`` with ``eps_i = eps / (V - 1)``,
+    which minimises that loss. A translation model sits there once it has learned the
+    word frequencies; a run that ends there learned nothing else."""
+    def tokens(split):
+        with open(os.path.join(data, "bpe", f"{split}.{lang}"), encoding="utf-8") as f:
+            for line in f:
+                yield from line.split() + ["</s>"]
+
+    from fairseq.data import Dictionary
+
+    vocab = Dictionary.load(os.path.join(data, "data-bin", f"dict.{lang}.txt"))
+    counts = [0] * len(vocab)
+    for t in tokens("train"):
+        counts[vocab.index(t)] += 1
+    n, v = sum(counts), len(vocab)
+    eps_i = label_smoothing / (v - 1)
+    neg_log_q = [-math.log((1 - label_smoothing - eps_i) * c / n + eps_i) for c in counts]
+    valid = [vocab.index(t) for t in tokens("valid")]
+    nll = sum(neg_log_q[i] for i in valid) / len(valid)
+    return ((1 - label_smoothing - eps_i) * nll + eps_i * sum(neg_log_q)) / math.log(2)
 
 
 def _sweep_loss(tag: str, cfg: Config, method: str, lr: float, seed: int) -> float:
     """The final valid loss; inf for a run that failed (``outcome``), so that a failed run
     loses the sweep and a failed single lr sends it down."""
     r = load_result(tag, method, lr, seed)
-    return r["final_valid_loss"] if r is not None and outcome(r, cfg.must_reach) == "done" else math.inf
+    return r["final_valid_loss"] if r is not None and outcome(r, cfg.must_beat) == "done" else math.inf
 
 
 def _sweep_scores(tag: str, cfg: Config, method: str) -> Dict[float, float]:
@@ -325,7 +352,7 @@ def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_reach", "save_every")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_beat", "save_every")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -398,10 +425,13 @@ def finished_runs(tag: str, methods: Sequence[str]) -> List[dict]:
 
 
 def print_tables(args, cfg: Config) -> None:
+    if cfg.must_beat is not None:
+        print(f"\nword-frequency plateau of {args.data}: valid loss "
+              f"{cfg.must_beat + args.min_gain:.3f}; a run ending at {cfg.must_beat:.3f} or above is 'stalled'")
     print(f"\n### Every finished run of {args.tag}\n")
     print(table(["method", "lr", "seed", "status", "final valid loss", "test BLEU",
                  f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"],
-                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r, cfg.must_reach), r["final_valid_loss"], r["bleu"],
+                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r, cfg.must_beat), r["final_valid_loss"], r["bleu"],
                   updates_to_reach(r["valid_curve"], args.target_loss) or "never",
                   f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"]
                  for r in finished_runs(args.tag, args.methods)]))
@@ -412,7 +442,7 @@ def print_tables(args, cfg: Config) -> None:
         row = [m]
         for lr in lrs:
             r = load_result(args.tag, m, lr, cfg.seeds[0])
-            status = None if r is None else outcome(r, cfg.must_reach)
+            status = None if r is None else outcome(r, cfg.must_beat)
             row.append("-" if r is None else (status if status != "done" else f"{r['final_valid_loss']:.3f}"))
         rows.append(row)
     print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
@@ -422,7 +452,7 @@ def print_tables(args, cfg: Config) -> None:
     for m in args.methods:
         lr = chosen_lr(args.tag, cfg, m)
         results = [] if lr is None else [r for s in cfg.seeds if (r := load_result(args.tag, m, lr, s))]
-        done = [r for r in results if outcome(r, cfg.must_reach) == "done"]
+        done = [r for r in results if outcome(r, cfg.must_beat) == "done"]
         reach = [updates_to_reach(r["valid_curve"], args.target_loss) for r in done]
         wps = [r["wps"] for r in results if r["wps"]]
         rows.append([
@@ -532,10 +562,10 @@ def main(argv=None) -> None:
                         "(the depth tables)")
     p.add_argument("--target-loss", type=float, default=6.0,
                    help="valid loss whose first crossing is reported (default: %(default)s)")
-    p.add_argument("--must-reach-target", action="store_true",
-                   help="a run whose valid loss never reaches --target-loss fails like a diverged one, "
-                        "so the sweep goes down (the depth tables: a run stalled on the word-frequency "
-                        "plateau has not trained)")
+    p.add_argument("--min-gain", type=float, default=None, metavar="BITS",
+                   help="a run must end at least BITS below the word-frequency plateau of --data (the "
+                        "valid loss of predicting every token by its train frequency) or it fails like "
+                        "a diverged one, as 'stalled', so the sweep goes down (the depth tables: 1)")
     p.add_argument("--save-every", type=int, default=0, metavar="UPDATES",
                    help="checkpoint every UPDATES updates (a multiple of --validate-every), so that a re-run "
                         "resumes an interrupted run instead of starting it again (default: 0, no checkpoints "
@@ -560,7 +590,7 @@ def main(argv=None) -> None:
                      dropout=default.dropout, validate_every=args.validate_every,
                      lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
                      method_lrs=method_lrs, extend_up=args.extend_up,
-                     must_reach=args.target_loss if args.must_reach_target else None,
+                     must_beat=None if args.min_gain is None else word_frequency_plateau(args.data, args.lang) - args.min_gain,
                      save_every=args.save_every)
         args.tag = args.tag or "core"
     if args.phase != "table":
