@@ -448,7 +448,7 @@ def print_tables(args, cfg: Config) -> None:
     print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
     print(f"\n### Test BLEU at the chosen lr, valid loss <= {args.target_loss} reached after\n")
-    rows, curves = [], {}
+    rows, curves, stalled = [], {}, {}
     for m in args.methods:
         lr = chosen_lr(args.tag, cfg, m)
         results = [] if lr is None else [r for s in cfg.seeds if (r := load_result(args.tag, m, lr, s))]
@@ -464,13 +464,32 @@ def print_tables(args, cfg: Config) -> None:
         ])
         if done:
             curves[m] = done
+        else:  # a method that failed everywhere: the curve of its longest run, if it has one
+            failed = [r for r in (load_result(args.tag, m, lr, cfg.seeds[0]) for lr in _swept_lrs(args.tag, m, cfg.seeds[0]))
+                      if r is not None and r.get("valid_curve")]
+            if failed:
+                stalled[m] = max(failed, key=lambda r: (len(r["valid_curve"]), -r["final_valid_loss"]))
     print(table(["method", "lr", "seeds done", "test BLEU", "final valid loss",
                  f"updates to valid loss {args.target_loss}", "train tokens/s (median)"], rows))
-    if curves and args.plot:
-        plot_curves(curves, args.plot, f"{args.tag}: {cfg.layers}+{cfg.layers} layers, {cfg.dim}-d")
+    if (curves or stalled) and args.plot:
+        plateau = None if cfg.must_beat is None else cfg.must_beat + args.min_gain
+        # swept, but not one validation to draw: diverged within the first 100 updates
+        diverged = {m: "diverged at every lr" if next_sweep_lr(args.tag, cfg, m) is None else "diverged, sweep under way"
+                    for m in args.methods if m not in curves and m not in stalled and _swept_lrs(args.tag, m, cfg.seeds[0])}
+        plot_curves(curves, args.plot, f"{args.tag}: {cfg.layers}+{cfg.layers} layers, {cfg.dim}-d",
+                    stalled={m: (r, outcome(r, cfg.must_beat) + (" at every lr" if next_sweep_lr(args.tag, cfg, m) is None
+                                                                   else ", sweep under way"))
+                             for m, r in stalled.items()},
+                    plateau=plateau, diverged=diverged)
 
 
-def plot_curves(curves: Dict[str, List[dict]], path: str, title: str) -> None:
+def plot_curves(curves: Dict[str, List[dict]], path: str, title: str,
+                stalled: Optional[Dict[str, tuple]] = None, plateau: Optional[float] = None,
+                diverged: Optional[Dict[str, str]] = None) -> None:
+    """Mean valid loss of each method's finished seeds at its chosen lr; ``stalled``:
+    ``{method: (run, outcome)}`` of methods that failed at every lr, drawn dashed;
+    ``plateau``: the word-frequency plateau, a dotted line; ``diverged``: ``{method: what
+    to say}`` of methods with no curve at all, named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -482,17 +501,23 @@ def plot_curves(curves: Dict[str, List[dict]], path: str, title: str) -> None:
         losses = [[c[1] for c in r["valid_curve"]] for r in results if len(r["valid_curve"]) == len(updates)]
         mean = [statistics.mean(col) for col in zip(*losses)]
         ax.plot(updates, mean, marker=".", label=f"{METHODS[m][0]} (lr {_lr_name(results[0]['lr'])}, "
-                                                 f"{len(losses)} seeds)")
+                                                 f"{len(losses)} seed{'s' if len(losses) > 1 else ''})")
         if len(losses) > 1:
             ax.fill_between(updates, [min(c) for c in zip(*losses)], [max(c) for c in zip(*losses)], alpha=0.15)
+    for m, (r, status) in (stalled or {}).items():
+        ax.plot([u for u, _, _ in r["valid_curve"]], [c[1] for c in r["valid_curve"]], linestyle="--",
+                label=f"{METHODS[m][0]} (lr {_lr_name(r['lr'])}: {status})")
+    if plateau is not None:
+        ax.axhline(plateau, color="grey", linestyle=":", label=f"word-frequency plateau ({plateau:.2f})")
+    for m in diverged or {}:
+        ax.plot([], [], " ", label=f"{METHODS[m][0]}: {diverged[m]}")
     ax.set_xlabel("updates")
     ax.set_ylabel("valid loss (label-smoothed cross-entropy, base 2)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"wrote {os.path.relpath(path, ROOT)}")
 
 

@@ -1,4 +1,5 @@
 """The log parsing and bookkeeping of benchmarks/bench_translation_real.py (no training)."""
+import argparse
 import json
 import os
 import sys
@@ -268,3 +269,33 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_scores_as_if_uninter
     assert again["sittings"] == 1 and again["valid_curve"] == whole["valid_curve"]
     with open(os.path.join(out, "train.log")) as f:
         assert bench.RESUMED not in f.read()
+
+
+def test_the_plot_draws_chosen_runs_failed_methods_dashed_and_names_the_diverged(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    cfg = bench.Config(seeds=[1], max_extensions=1, extend_up=False, must_beat=9.0,
+                       method_lrs={"rescale": [4e-3], "dyt": [8e-3], "noln": [4e-3]})
+
+    def run(method, lr, status, curve, bleu):
+        os.makedirs(bench.run_dir("t", method, lr, 1))
+        with open(os.path.join(bench.run_dir("t", method, lr, 1), "result.json"), "w") as f:
+            json.dump({"method": method, "lr": lr, "seed": 1, "status": status, "valid_curve": curve, "bleu": bleu,
+                       "final_valid_loss": curve[-1][1] if curve else None, "wps": 1000.0, "train_seconds": 60.0}, f)
+
+    run("rescale", 4e-3, "done", [[100, 9.6, 9.3], [200, 6.0, 5.7]], 20.0)
+    run("dyt", 8e-3, "done", [[100, 10.2, 9.9], [200, 10.1, 9.7]], 0.0)
+    run("dyt", 4e-3, "done", [[100, 10.2, 9.9], [200, 10.08, 9.7]], 0.0)
+    run("noln", 4e-3, "diverged", [], None)
+    args = argparse.Namespace(tag="t", methods=["rescale", "dyt", "noln"], target_loss=6.5, min_gain=1.0,
+                              plot=str(tmp_path / "depth.png"), data="corpus")
+    drawn = {}
+    real_plot = bench.plot_curves
+    monkeypatch.setattr(bench, "plot_curves", lambda curves, path, title, **kw: drawn.update(curves=curves, **kw))
+    bench.print_tables(args, cfg)
+    assert list(drawn["curves"]) == ["rescale"] and drawn["plateau"] == 10.0
+    (dyt_run, dyt_label), = [drawn["stalled"][m] for m in ("dyt",)]
+    assert list(drawn["stalled"]) == ["dyt"] and dyt_run["lr"] == 4e-3 and dyt_label == "stalled at every lr"
+    assert drawn["diverged"] == {"noln": "diverged, sweep under way"}  # its 2e-3 comes next
+    monkeypatch.setattr(bench, "plot_curves", real_plot)
+    bench.print_tables(args, cfg)
+    assert (tmp_path / "depth.png").stat().st_size > 10000
