@@ -38,6 +38,7 @@ from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import ROOT, table  # noqa: E402
+from bench_translation_real import METHODS, Config  # noqa: E402  (the real-text table's methods and sizes)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -77,7 +78,8 @@ VARIANTS: Dict[str, tuple] = {
 
 # ---------------------------------------------------------------- probe
 
-def build(arch: str, d, extra=()):
+def build(arch: str, d, extra=(), model=None):
+    """A fairseq model as fairseq-train builds it; ``model``: size arguments (default ``MODEL``)."""
     from fairseq import options, utils
     from fairseq.models import ARCH_MODEL_REGISTRY
 
@@ -85,7 +87,7 @@ def build(arch: str, d, extra=()):
     args = options.parse_args_and_arch(
         options.get_training_parser(),
         ["unused", "--user-dir", toy_task.PLUGIN_DIR, "--arch", arch, "--dropout", "0",
-         "--share-all-embeddings", *MODEL, *extra])
+         "--share-all-embeddings", *(MODEL if model is None else model), *extra])
     task = types.SimpleNamespace(source_dictionary=d, target_dictionary=d)
     return ARCH_MODEL_REGISTRY[arch].build_model(args, task)
 
@@ -242,6 +244,43 @@ def probe(args) -> None:
 
 # ---------------------------------------------------------------- a trained checkpoint
 
+def at_init(args) -> None:
+    """The forward pass at init (no update, seed 1) of each method of the real-text
+    table at ``--layers``, on the first valid pairs of ``--data``: the spread of the
+    output logits and the loss. A model whose first forward already gives a loss in the
+    thousands diverges whatever its lr (no-LN at 18+18: NaN by update 20 even at 1e-3)."""
+    from fairseq.data import Dictionary
+
+    torch.set_num_threads(1)
+    d = Dictionary.load(os.path.join(args.data, "data-bin", f"dict.{args.lang}.txt"))
+    pairs = []
+    for side in ("en", args.lang):
+        with open(os.path.join(args.data, "bpe", f"valid.{side}"), encoding="utf-8") as f:
+            pairs.append([[d.index(w) for w in line.split()] + [d.eos()] for line, _ in zip(f, range(args.sentences))])
+    sources, targets = pairs
+    src = torch.full((len(sources), max(map(len, sources))), d.pad())
+    tgt = torch.full((len(targets), max(map(len, targets))), d.pad())
+    prev = tgt.clone()
+    for i, (s, t) in enumerate(zip(sources, targets)):
+        src[i, src.shape[1] - len(s):] = torch.tensor(s)  # fairseq pads sources on the left
+        tgt[i, :len(t)] = torch.tensor(t)
+        prev[i, :len(t)] = torch.tensor([d.eos()] + t[:-1])
+    cfg = Config(layers=args.layers)
+    rows = []
+    for m in args.methods:
+        _label, arch, extra = METHODS[m]
+        torch.manual_seed(1)
+        model = build(arch, d, extra, model=cfg.model_args()).eval()
+        with torch.no_grad():
+            logits, _ = model(src, src.ne(d.pad()).sum(1), prev)
+        mask = tgt.ne(d.pad())
+        nll = -logits.float().log_softmax(-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)[mask].mean().item()
+        rows.append([m, f"{logits[mask].float().std().item():.2f}", f"{nll / math.log(2):.2f}"])
+    print(f"\nAt init, {args.layers}+{args.layers} layers, {cfg.dim}-d, first {len(sources)} valid pairs of {args.data} "
+          f"(uniform guess: {math.log2(len(d)):.2f} bits; rescale_transformer before its AddBias calibration)\n")
+    print(table(["method", "logit sd", "nll (bits per token)"], rows))
+
+
 def trained(args) -> None:
     """Per-layer output RMS and max |x| on the valid split, attention entropies and the
     learnt multipliers of a fairseq-train checkpoint (issue 14, items 3 and 4)."""
@@ -355,8 +394,18 @@ def main(argv=None) -> None:
     c.add_argument("--subset", default="valid")
     c.add_argument("--batches", type=int, default=10)
     c.add_argument("--bf16", action="store_true", help="run the forward under bf16 autocast")
+    e = sub.add_parser("init", help="logit spread and loss at init of the real-text methods at a depth")
+    e.add_argument("--data", default=os.path.join("data", "gettext_en_de"),
+                   help="folder made by projects.translation.prepare_gettext")
+    e.add_argument("--lang", default="de")
+    e.add_argument("--layers", type=int, default=18)
+    e.add_argument("--methods", nargs="+", default=["postln", "preln", "dyt", "noln", "rescale"], choices=list(METHODS))
+    e.add_argument("--sentences", type=int, default=64)
     args = p.parse_args(argv)
-    {"probe": probe, "variants": variants, "trained": trained}[args.part](args)
+    if args.part == "init" and not os.path.exists(os.path.join(args.data, "bpe", f"valid.{args.lang}")):
+        p.error(f"{os.path.join(args.data, 'bpe', 'valid.' + args.lang)} not found: --data must be a folder made by "
+                f"python -m projects.translation.prepare_gettext")
+    {"probe": probe, "variants": variants, "trained": trained, "init": at_init}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -228,19 +228,39 @@ def test_save_every_must_be_a_multiple_of_validate_every(capsys):
     assert "multiple of --validate-every" in capsys.readouterr().err
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_and_scores_as_if_uninterrupted(tmp_path, monkeypatch):
-    """--save-every: a run killed after update 5 (its checkpoint_last.pt from update 4) is
-    resumed by the next call and ends with the uninterrupted run's curve and BLEU."""
+def _corpus(tmp_path):
+    """A French corpus made by prepare_gettext from generated catalogs (60 pairs, 8 valid, 8 test)."""
     pytest.importorskip("fairseq")
     pytest.importorskip("sentencepiece")
     from projects.translation import prepare_gettext
     from test_translation_gettext import _sentences, write_mo
 
-    items = list(_sentences().items())
-    write_mo(str(tmp_path / "locale" / "fr" / "LC_MESSAGES" / "a.mo"), dict(items))
+    write_mo(str(tmp_path / "locale" / "fr" / "LC_MESSAGES" / "a.mo"), dict(_sentences()))
     data = tmp_path / "corpus"
     prepare_gettext.main(["--locale-dir", str(tmp_path / "locale"), "--lang", "fr", "--output", str(data),
                           "--valid", "8", "--test", "8", "--vocab-size", "60", "--seed", "3"])
+    return data
+
+
+def test_the_forward_at_init_blows_up_without_layernorm_and_not_with_rescaling(tmp_path, capsys):
+    import translation_diagnose
+
+    data = _corpus(tmp_path)
+    translation_diagnose.main(["init", "--data", str(data), "--lang", "fr", "--layers", "6",
+                               "--methods", "noln", "rescale", "preln"])
+    rows = {line.split("|")[1].strip(): [float(x) for x in line.split("|")[2:4]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "method" not in line}
+    assert set(rows) == {"noln", "rescale", "preln"}
+    assert 0.5 < rows["rescale"][0] < 2 and 0.5 < rows["preln"][0] < 2  # logit sd
+    assert rows["noln"][0] > 5 * rows["rescale"][0] and rows["noln"][1] > rows["rescale"][1]
+    with pytest.raises(SystemExit):
+        translation_diagnose.main(["init", "--data", str(tmp_path / "nowhere")])
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_scores_as_if_uninterrupted(tmp_path, monkeypatch):
+    """--save-every: a run killed after update 5 (its checkpoint_last.pt from update 4) is
+    resumed by the next call and ends with the uninterrupted run's curve and BLEU."""
+    data = _corpus(tmp_path)
     monkeypatch.setattr(bench, "RUNS", str(tmp_path / "runs"))
     cfg = bench.Config(layers=1, dim=32, ffn=64, heads=2, max_update=8, warmup=2, validate_every=2,
                        max_tokens=128, lrs=[1e-3], seeds=[1], save_every=2)  # 4 updates an epoch
