@@ -37,12 +37,17 @@ per fairseq command (``--threads``).
     python benchmarks/bench_translation_real.py --phase table          # print the tables of what is done
 
 Depth (6+6, 18+18, 50+50 layers, the same width and budget): one seed, each method
-started at the lr its 3+3 sweep chose (``--method-lrs``); a method that fails there (it
-diverged, or its final valid loss is no lower than its first one) goes a factor 2 down,
-twice at most, and one that trains keeps its lr (``--no-extend-up``):
+started at the lr its 3+3 sweep chose (``--method-lrs``); a method that fails there
+goes a factor 2 down, twice at most, and one that trains keeps its lr
+(``--no-extend-up``). A run fails when it diverged, when its final valid loss is no
+lower than its first one ("no progress"), or with ``--min-gain BITS`` when it ends less
+than BITS below the corpus's word-frequency plateau ("stalled",
+``word_frequency_plateau``). ``--save-every N`` checkpoints every N updates, so a run
+stopped in the middle resumes there when the command is run again:
 
-    python benchmarks/bench_translation_real.py --layers 6 --tag depth6 --seeds 1 --max-extensions 2 \
-        --no-extend-up --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
+    python benchmarks/bench_translation_real.py --layers 18 --tag depth18 --seeds 1 --max-extensions 2 \
+        --no-extend-up --min-gain 1 --target-loss 6.5 --save-every 100 \
+        --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
 """
 from __future__ import annotations
 
