@@ -482,8 +482,8 @@ def print_tables(args, cfg: Config) -> None:
         diverged = {m: "diverged at every lr" if next_sweep_lr(args.tag, cfg, m) is None else "diverged, sweep under way"
                     for m in args.methods if m not in curves and m not in stalled and _swept_lrs(args.tag, m, cfg.seeds[0])}
         plot_curves(curves, args.plot, f"{args.tag}: {cfg.layers}+{cfg.layers} layers, {cfg.dim}-d",
-                    stalled={m: (r, outcome(r, cfg.must_beat) + (" at every lr" if next_sweep_lr(args.tag, cfg, m) is None
-                                                                   else ", sweep under way"))
+                    stalled={m: (r, outcome(r, cfg.must_beat) + ("; failed at every lr" if next_sweep_lr(args.tag, cfg, m) is None
+                                                                   else "; sweep under way"))
                              for m, r in stalled.items()},
                     plateau=plateau, diverged=diverged)
 

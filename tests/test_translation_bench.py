@@ -314,7 +314,7 @@ def test_the_plot_draws_chosen_runs_failed_methods_dashed_and_names_the_diverged
     bench.print_tables(args, cfg)
     assert list(drawn["curves"]) == ["rescale"] and drawn["plateau"] == 10.0
     (dyt_run, dyt_label), = [drawn["stalled"][m] for m in ("dyt",)]
-    assert list(drawn["stalled"]) == ["dyt"] and dyt_run["lr"] == 4e-3 and dyt_label == "stalled at every lr"
+    assert list(drawn["stalled"]) == ["dyt"] and dyt_run["lr"] == 4e-3 and dyt_label == "stalled; failed at every lr"
     assert drawn["diverged"] == {"noln": "diverged, sweep under way"}  # its 2e-3 comes next
     monkeypatch.setattr(bench, "plot_curves", real_plot)
     bench.print_tables(args, cfg)
