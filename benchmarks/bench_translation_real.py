@@ -48,6 +48,12 @@ stopped in the middle resumes there when the command is run again:
     python benchmarks/bench_translation_real.py --layers 18 --tag depth18 --seeds 1 --max-extensions 2 \
         --no-extend-up --min-gain 1 --target-loss 6.5 --save-every 100 \
         --method-lrs postln=2e-3 preln=4e-3 dyt=8e-3 noln=4e-3 rescale=4e-3
+
+At 50+50 (``--layers 50 --tag depth50``, the same options) a run takes about two hours
+on the 2-core machine; ``--stop-stalled`` stops a failing one at half its budget
+(``hopeless_at``: from half the budget on, a run that at its own pace would still end
+"stalled"), and ``--phase table --stop-stalled`` shows where the rule stops, or would
+have stopped, every run of a table.
 """
 from __future__ import annotations
 
@@ -126,6 +132,9 @@ class Config:
     # an interrupted run starts again); a multiple of validate_every, since fairseq
     # validates at every mid-epoch save
     save_every: int = 0
+    # stop a run once it cannot end below must_beat at its own pace (``hopeless_at``), so a
+    # failed 50+50 run costs half a budget rather than a whole one
+    stop_stalled: bool = False
 
     def grid(self, method: str) -> List[float]:
         """The first grid of ``method``'s sweep."""
@@ -205,6 +214,32 @@ def read_hypotheses(generate_log: str) -> List[str]:
     return [hyps[i] for i in sorted(hyps)]
 
 
+# ---------------------------------------------------------------- stopping a stalled run
+
+# validations the pace of a run is measured over (300 updates at the depth tables' 100)
+PACE_VALIDATIONS = 3
+
+
+def hopeless_at(curve: Sequence[Sequence[float]], cfg: Config) -> Optional[int]:
+    """The first validation, from half of ``cfg.max_update`` on, at which the run sits at
+    or above ``cfg.must_beat`` and would still end there if it went on at its pace of the
+    last ``PACE_VALIDATIONS`` validations to the end of its budget; None when there is none
+    (or no ``must_beat``). The straight line is optimistic for a loss curve, which flattens
+    as it goes, so the rule stops only runs that would have ended "stalled" or "no progress"
+    anyway: replayed on every full-length run of the 6+6 and 18+18 tables it stops each
+    failed run at update 600 and no run that trained (``--phase table --stop-stalled``)."""
+    if cfg.must_beat is None:
+        return None
+    for i in range(PACE_VALIDATIONS, len(curve)):
+        update, loss = curve[i][0], curve[i][1]
+        then, before = curve[i - PACE_VALIDATIONS][0], curve[i - PACE_VALIDATIONS][1]
+        if update < cfg.max_update / 2 or update >= cfg.max_update or loss < cfg.must_beat:
+            continue
+        if loss + (loss - before) / (update - then) * (cfg.max_update - update) >= cfg.must_beat:
+            return int(update)
+    return None
+
+
 # ---------------------------------------------------------------- one run
 
 def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr: float, seed: int,
@@ -241,9 +276,17 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
         cmd += ["--save-interval-updates", str(cfg.save_every), "--keep-interval-updates", "1"]
     result = {"tag": tag, "method": method, "label": label, "arch": arch, "lr": lr, "seed": seed,
               "config": asdict(cfg), "train_command": cmd}
+    stopped_at: List[int] = []  # the update ``stop`` ended the run at
+
+    def stop(text: str) -> bool:
+        update = hopeless_at(valid_curve(text), cfg)
+        stopped_at.extend([] if update is None else [update])
+        return update is not None
+
     start = time.time()
     try:
-        log = toy_task.run(cmd, env=toy_task.cli_env(threads), timeout=24 * 3600, log=log_path, append=resume)
+        log = toy_task.run(cmd, env=toy_task.cli_env(threads), timeout=24 * 3600, log=log_path, append=resume,
+                           stop=stop if cfg.stop_stalled else None)
         result["status"] = "done"
     except RuntimeError:
         with open(log_path) as f:
@@ -254,11 +297,17 @@ def train_and_score(data: str, lang: str, tag: str, cfg: Config, method: str, lr
     result["train_seconds"] = round(earlier_seconds + time.time() - start, 1)
     result["sittings"] = log.count(RESUMED) + 1
     result["valid_curve"] = valid_curve(log)
+    if stopped_at and result["status"] == "done":  # ended by ``stop``: no test BLEU
+        result["status"], result["stopped_at"] = "stopped", stopped_at[0]
+        # a validation fairseq logged between the check and the stop is left out
+        result["valid_curve"] = [c for c in result["valid_curve"] if c[0] <= stopped_at[0]]
     result["wps"] = median_wps(log)
     finite = [loss for _, loss, _ in result["valid_curve"] if math.isfinite(loss)]
     result["final_valid_loss"] = result["valid_curve"][-1][1] if result["valid_curve"] else None
     if result["status"] == "diverged" or not finite or not math.isfinite(result["final_valid_loss"]):
         result["status"], result["bleu"] = "diverged", None
+    elif result["status"] == "stopped":
+        result["bleu"] = None
     else:
         gen = toy_task.run(toy_task.fairseq_cli("fairseq-generate") + [
             data_bin, "--user-dir", toy_task.PLUGIN_DIR, "--cpu",
@@ -290,8 +339,8 @@ def outcome(r: dict, must_beat: Optional[float] = None) -> str:
     """"diverged" (fairseq stopped on NaN/Inf), "no progress" (it ran to the end, but its
     final valid loss is no lower than at its first validation: it learned nothing, as
     post-LN does past its lr ceiling), "stalled" (its final valid loss is not below
-    ``must_beat``), or "done"."""
-    if r["status"] != "done":
+    ``must_beat``), or "done". A run ``hopeless_at`` stopped is judged on the curve it has."""
+    if r["status"] not in ("done", "stopped"):
         return r["status"]
     curve = r.get("valid_curve") or []
     if curve and r["final_valid_loss"] >= curve[0][1]:
@@ -299,6 +348,12 @@ def outcome(r: dict, must_beat: Optional[float] = None) -> str:
     if must_beat is not None and r["final_valid_loss"] >= must_beat:
         return "stalled"
     return "done"
+
+
+def status_text(r: dict, must_beat: Optional[float] = None) -> str:
+    """``outcome`` and, for a run ``hopeless_at`` stopped, where."""
+    stopped = f" (stopped at {r['stopped_at']})" if r["status"] == "stopped" else ""
+    return outcome(r, must_beat) + stopped
 
 
 def word_frequency_plateau(data: str, lang: str, label_smoothing: float = LABEL_SMOOTHING) -> float:
@@ -357,7 +412,8 @@ def chosen_lr(tag: str, cfg: Config, method: str) -> Optional[float]:
 def check_config(tag: str, cfg: Config) -> None:
     """A tag holds runs of one configuration: written by its first run, refused if it differs."""
     path = os.path.join(RUNS, tag, "config.json")
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_beat", "save_every")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("lrs", "seeds", "max_extensions", "method_lrs", "extend_up", "must_beat", "save_every",
+                                                               "stop_stalled")}
     if os.path.exists(path):
         with open(path) as f:
             theirs = json.load(f)
@@ -434,12 +490,16 @@ def print_tables(args, cfg: Config) -> None:
         print(f"\nword-frequency plateau of {args.data}: valid loss "
               f"{cfg.must_beat + args.min_gain:.3f}; a run ending at {cfg.must_beat:.3f} or above is 'stalled'")
     print(f"\n### Every finished run of {args.tag}\n")
-    print(table(["method", "lr", "seed", "status", "final valid loss", "test BLEU",
-                 f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"],
-                [[r["method"], _lr_name(r["lr"]), r["seed"], outcome(r, cfg.must_beat), r["final_valid_loss"], r["bleu"],
-                  updates_to_reach(r["valid_curve"], args.target_loss) or "never",
-                  f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"]
-                 for r in finished_runs(args.tag, args.methods)]))
+    header = ["method", "lr", "seed", "status", "final valid loss", "test BLEU",
+              f"updates to valid loss {args.target_loss}", "train tokens/s", "train s"]
+    rows = []
+    for r in finished_runs(args.tag, args.methods):
+        rows.append([r["method"], _lr_name(r["lr"]), r["seed"], status_text(r, cfg.must_beat), r["final_valid_loss"],
+                     r["bleu"], updates_to_reach(r["valid_curve"], args.target_loss) or "never",
+                     f"{r['wps']:.0f}" if r["wps"] else "-", f"{r['train_seconds']:.0f}"])
+        if cfg.stop_stalled:  # where the rule stopped the run, or would have stopped a full-length one
+            rows[-1].append(r.get("stopped_at") or hopeless_at(r["valid_curve"], cfg) or "-")
+    print(table(header + (["--stop-stalled stops at"] if cfg.stop_stalled else []), rows))
     print(f"\n### Sweep (seed {cfg.seeds[0]}): final valid loss (label-smoothed), lowest = chosen\n")
     rows = []
     lrs = sorted(set().union(*(set(cfg.grid(m)) | set(_swept_lrs(args.tag, m, cfg.seeds[0])) for m in args.methods)))
@@ -448,7 +508,7 @@ def print_tables(args, cfg: Config) -> None:
         for lr in lrs:
             r = load_result(args.tag, m, lr, cfg.seeds[0])
             status = None if r is None else outcome(r, cfg.must_beat)
-            row.append("-" if r is None else (status if status != "done" else f"{r['final_valid_loss']:.3f}"))
+            row.append("-" if r is None else (status_text(r, cfg.must_beat) if status != "done" else f"{r['final_valid_loss']:.3f}"))
         rows.append(row)
     print(table(["method"] + [f"lr {_lr_name(lr)}" for lr in lrs], rows))
 
@@ -482,7 +542,7 @@ def print_tables(args, cfg: Config) -> None:
         diverged = {m: "diverged at every lr" if next_sweep_lr(args.tag, cfg, m) is None else "diverged, sweep under way"
                     for m in args.methods if m not in curves and m not in stalled and _swept_lrs(args.tag, m, cfg.seeds[0])}
         plot_curves(curves, args.plot, f"{args.tag}: {cfg.layers}+{cfg.layers} layers, {cfg.dim}-d",
-                    stalled={m: (r, outcome(r, cfg.must_beat) + ("; failed at every lr" if next_sweep_lr(args.tag, cfg, m) is None
+                    stalled={m: (r, status_text(r, cfg.must_beat) + ("; failed at every lr" if next_sweep_lr(args.tag, cfg, m) is None
                                                                    else "; sweep under way"))
                              for m, r in stalled.items()},
                     plateau=plateau, diverged=diverged)
@@ -600,6 +660,10 @@ def main(argv=None) -> None:
                    help="checkpoint every UPDATES updates (a multiple of --validate-every), so that a re-run "
                         "resumes an interrupted run instead of starting it again (default: 0, no checkpoints "
                         "before the end; a 50+50 run takes over an hour)")
+    p.add_argument("--stop-stalled", action="store_true",
+                   help="with --min-gain: stop a run from half its budget on once, at its pace of the last "
+                        f"{PACE_VALIDATIONS} validations, it would still end 'stalled' (it fails as it would have "
+                        "at the end, without test BLEU; the 50+50 table)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--plot", default=None, help="PNG of valid loss against updates (default: none)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1+1 layers, 32-d, 10 updates, one run per method")
@@ -608,6 +672,9 @@ def main(argv=None) -> None:
         p.error(f"--save-every {args.save_every}: give 0 or a multiple of --validate-every "
                 f"({args.validate_every}); fairseq validates at every save, so another interval "
                 "would add validations")
+    if args.stop_stalled and args.min_gain is None:
+        p.error("--stop-stalled stops a run that cannot end --min-gain BITS below the word-frequency plateau: "
+                "give --min-gain")
     RUNS = os.path.abspath(args.output)
     method_lrs = parse_method_lrs(p, args.method_lrs)
     check_data(args.data, args.lang)
@@ -621,7 +688,7 @@ def main(argv=None) -> None:
                      lrs=args.lrs, seeds=args.seeds, max_extensions=args.max_extensions,
                      method_lrs=method_lrs, extend_up=args.extend_up,
                      must_beat=None if args.min_gain is None else word_frequency_plateau(args.data, args.lang) - args.min_gain,
-                     save_every=args.save_every)
+                     save_every=args.save_every, stop_stalled=args.stop_stalled)
         args.tag = args.tag or "core"
     if args.phase != "table":
         run_protocol(args, cfg)

@@ -319,3 +319,108 @@ def test_the_plot_draws_chosen_runs_failed_methods_dashed_and_names_the_diverged
     monkeypatch.setattr(bench, "plot_curves", real_plot)
     bench.print_tables(args, cfg)
     assert (tmp_path / "depth.png").stat().st_size > 10000
+
+
+# valid curves (update, loss) of recorded runs: DyT 18+18 at 2e-3 (stalled on the plateau,
+# 9.88 at the end), post-LN 6+6 at 1e-3 (slow, but it trained: 7.74), pre-LN 18+18 at 4e-3
+DYT_18_STALLED = [[100, 10.15], [200, 10.04], [300, 9.96], [400, 9.92], [500, 9.93], [600, 9.91], [700, 9.90],
+                  [800, 9.91], [900, 9.91], [1000, 9.90], [1100, 9.88], [1200, 9.88]]
+POSTLN_6_SLOW = [[100, 10.17], [200, 9.98], [300, 9.61], [400, 9.43], [500, 9.23], [600, 9.06], [700, 8.78],
+                 [800, 8.55], [900, 8.36], [1000, 8.17], [1100, 7.90], [1200, 7.74]]
+PRELN_18 = [[100, 9.98], [200, 9.53], [300, 8.95], [400, 8.60], [500, 8.31], [600, 8.00], [700, 7.80],
+            [800, 7.59], [900, 7.45], [1000, 7.28], [1100, 7.03], [1200, 6.92]]
+
+
+def test_stop_stalled_stops_a_run_only_where_its_own_pace_cannot_take_it_below_the_bar():
+    cfg = bench.Config(max_update=1200, must_beat=9.07, stop_stalled=True)
+    assert bench.hopeless_at(DYT_18_STALLED, cfg) == 600  # half the budget: checked from there on
+    assert bench.hopeless_at(POSTLN_6_SLOW, cfg) is None and bench.hopeless_at(PRELN_18, cfg) is None
+    assert bench.hopeless_at(DYT_18_STALLED, bench.Config(max_update=1200)) is None  # no bar, no rule
+    # above the bar at 600 but on its way under it at its pace (-0.2 per 100 updates): goes on
+    slow = [[u, 10.0 - 0.002 * (u - 300) if u >= 300 else 10.0] for u in range(100, 1300, 100)]
+    assert slow[5] == [600, 9.4] and bench.hopeless_at(slow, cfg) is None
+    # the same pace a step too slow to get under the bar by 1200: stopped
+    slower = [[u, 10.0 - 0.0005 * (u - 300) if u >= 300 else 10.0] for u in range(100, 1300, 100)]
+    assert bench.hopeless_at(slower, cfg) == 600
+    # climbing past its first validation (post-LN past its lr ceiling): stopped at 600 as well
+    climbing = [[100, 10.11], [200, 10.14], [300, 10.11], [400, 10.10], [500, 10.12], [600, 10.48], [700, 11.26]]
+    assert bench.hopeless_at(climbing, cfg) == 600
+    assert bench.hopeless_at(DYT_18_STALLED[:5], cfg) is None  # not yet at half the budget
+    stopped = {"status": "stopped", "stopped_at": 600, "final_valid_loss": 9.91, "valid_curve": DYT_18_STALLED[:6]}
+    assert bench.outcome(stopped, 9.07) == "stalled" and bench.status_text(stopped, 9.07) == "stalled (stopped at 600)"
+
+
+def test_a_command_is_stopped_without_an_error_when_its_log_says_so(tmp_path):
+    from projects.translation import toy_task
+
+    script = "import sys, time\nfor i in range(50):\n    print(f'line {i}', flush=True)\n    time.sleep(0.1)\n"
+    seen = []
+
+    def stop(text):
+        seen.append(text)
+        return "line 3\n" in text
+
+    out = toy_task.run([sys.executable, "-c", script], log=str(tmp_path / "a.log"), stop=stop, poll_seconds=0.05)
+    assert "line 3\n" in out and "line 49" not in out
+    assert all(t.endswith("\n") or not t for t in seen)  # complete lines only
+    # a command that ends by itself: stop is asked, the output is whole; a failure still raises
+    out = toy_task.run([sys.executable, "-c", "print('done')"], log=str(tmp_path / "b.log"), stop=lambda t: False)
+    assert out == "done\n"
+    with pytest.raises(RuntimeError, match="command failed"):
+        toy_task.run([sys.executable, "-c", "raise SystemExit(3)"], log=str(tmp_path / "c.log"), stop=lambda t: False)
+    import subprocess
+
+    with pytest.raises(subprocess.TimeoutExpired):
+        toy_task.run([sys.executable, "-c", "import time; time.sleep(30)"], log=str(tmp_path / "d.log"), timeout=0.5)
+
+
+def _valid_line(update, loss):
+    return (f"2026-12-06 10:00:00 | INFO | valid | epoch 001 | valid on 'valid' subset | loss {loss} | nll_loss {loss - 0.3:.2f}"
+            f" | ppl 1 | wps 1 | wpb 1 | bsz 1 | num_updates {update}\n")
+
+
+class _Generating(Exception):
+    """Raised by the fake fairseq when the bench calls fairseq-generate."""
+
+
+def test_a_stopped_run_is_recorded_as_stalled_with_the_curve_it_had_and_no_bleu(tmp_path, monkeypatch):
+    from projects.translation import toy_task
+
+    monkeypatch.setattr(bench, "RUNS", str(tmp_path))
+    stops = []
+
+    def fake_fairseq(cmd, env=None, timeout=None, log=None, append=False, stop=None):
+        """fairseq-train writing the DyT curve; its stop check sees each validation from 700
+        on (one validation logged between the rule firing at 600 and the stop landing)."""
+        if "generate" in " ".join(cmd):
+            raise _Generating
+        stops.append(stop)
+        text = ""
+        for update, loss in DYT_18_STALLED:
+            text += _valid_line(update, loss)
+            if stop is not None and update > 600 and stop(text):
+                break
+        with open(log, "w") as f:
+            f.write(text)
+        return text
+
+    monkeypatch.setattr(toy_task, "run", fake_fairseq)
+    cfg = bench.Config(layers=50, max_update=1200, seeds=[1], must_beat=9.07, stop_stalled=True, save_every=100)
+    r = bench.train_and_score(str(tmp_path / "corpus"), "de", "t", cfg, "dyt", 8e-3, 1, threads=1)
+    assert (r["status"], r["stopped_at"], r["bleu"], r["final_valid_loss"]) == ("stopped", 600, None, 9.91)
+    assert [u for u, _, _ in r["valid_curve"]] == [100, 200, 300, 400, 500, 600]
+    assert bench.load_result("t", "dyt", 8e-3, 1) == r  # recorded; no fairseq-generate was called
+    assert bench.outcome(r, cfg.must_beat) == "stalled"
+    # without --stop-stalled the same run goes to the end and on to fairseq-generate
+    plain = bench.Config(**{**bench.asdict(cfg), "stop_stalled": False})
+    with pytest.raises(_Generating):
+        bench.train_and_score(str(tmp_path / "corpus"), "de", "t2", plain, "dyt", 8e-3, 1, threads=1)
+    assert stops[-1] is None
+    with open(os.path.join(bench.run_dir("t2", "dyt", 8e-3, 1), "train.log")) as f:
+        assert bench.valid_curve(f.read())[-1][0] == 1200
+
+
+def test_stop_stalled_needs_min_gain(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--stop-stalled"])
+    assert "give --min-gain" in capsys.readouterr().err

@@ -13,8 +13,9 @@ import random
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "PLUGIN_DIR",
@@ -103,23 +104,47 @@ def fairseq_cli(name: str) -> List[str]:
 
 
 def run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 900, log: Optional[str] = None,
-        append: bool = False) -> str:
+        append: bool = False, stop: Optional[Callable[[str], bool]] = None, poll_seconds: float = 10.0) -> str:
     """Run a fairseq command and return its output (stdout and stderr). With ``log``, the
     output goes to that file as it is written (follow a long run with ``tail -f``); with
     ``append``, after what the file holds (a resumed run), and the whole file is returned.
+    With ``stop`` (and ``log``), every ``poll_seconds`` the complete lines of the log are
+    passed to it, and the command is terminated, without an error, once it returns True.
     A failure raises with the command and the end of its output."""
     if log is None:
         proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env, timeout=timeout)
-        output = proc.stdout
+        output, stopped = proc.stdout, False
     else:
         with open(log, "a" if append else "w") as f:
-            proc = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+            proc = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env)
+            stopped = _wait(proc, cmd, timeout, log, stop, poll_seconds)
         with open(log) as f:
             output = f.read()
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not stopped:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{output[-6000:]}")
     return output
+
+
+def _wait(proc: subprocess.Popen, cmd: Sequence[str], timeout: float, log: str,
+          stop: Optional[Callable[[str], bool]], poll_seconds: float) -> bool:
+    """Wait for ``proc``; True when ``stop`` ended it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=min(poll_seconds if stop else timeout, max(deadline - time.monotonic(), 0.01)))
+            return False
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(list(cmd), timeout)
+            with open(log) as f:
+                text = f.read()
+            if stop is not None and stop(text[:text.rfind("\n") + 1]):  # a line being written is left out
+                proc.terminate()
+                proc.wait()
+                return True
 
 
 def cli_env(threads: int) -> Dict[str, str]:
