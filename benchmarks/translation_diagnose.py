@@ -249,22 +249,18 @@ def at_init(args) -> None:
     table at ``--layers``, on the first valid pairs of ``--data``: the spread of the
     output logits and the loss. A model whose first forward already gives a loss in the
     thousands diverges whatever its lr (no-LN at 18+18: NaN by update 20 even at 1e-3)."""
-    from fairseq.data import Dictionary
+    from fairseq.data import Dictionary, LanguagePairDataset, data_utils
 
     torch.set_num_threads(1)
-    d = Dictionary.load(os.path.join(args.data, "data-bin", f"dict.{args.lang}.txt"))
-    pairs = []
-    for side in ("en", args.lang):
-        with open(os.path.join(args.data, "bpe", f"valid.{side}"), encoding="utf-8") as f:
-            pairs.append([[d.index(w) for w in line.split()] + [d.eos()] for line, _ in zip(f, range(args.sentences))])
-    sources, targets = pairs
-    src = torch.full((len(sources), max(map(len, sources))), d.pad())
-    tgt = torch.full((len(targets), max(map(len, targets))), d.pad())
-    prev = tgt.clone()
-    for i, (s, t) in enumerate(zip(sources, targets)):
-        src[i, src.shape[1] - len(s):] = torch.tensor(s)  # fairseq pads sources on the left
-        tgt[i, :len(t)] = torch.tensor(t)
-        prev[i, :len(t)] = torch.tensor([d.eos()] + t[:-1])
+    data_bin = os.path.join(args.data, "data-bin")
+    d = Dictionary.load(os.path.join(data_bin, f"dict.{args.lang}.txt"))  # joint: the same for both sides
+    src_set, tgt_set = (data_utils.load_indexed_dataset(os.path.join(data_bin, f"valid.en-{args.lang}.{side}"), d)
+                        for side in ("en", args.lang))
+    pairs = LanguagePairDataset(src_set, src_set.sizes, d, tgt_set, tgt_set.sizes, d)
+    # fairseq's own batch of the first --sentences pairs (sources padded on the left)
+    batch = pairs.collater([pairs[i] for i in range(min(args.sentences, len(pairs)))])
+    src, lengths, prev = (batch["net_input"][k] for k in ("src_tokens", "src_lengths", "prev_output_tokens"))
+    tgt = batch["target"]
     cfg = Config(layers=args.layers)
     rows = []
     for m in args.methods:
@@ -272,11 +268,11 @@ def at_init(args) -> None:
         torch.manual_seed(1)
         model = build(arch, d, extra, model=cfg.model_args()).eval()
         with torch.no_grad():
-            logits, _ = model(src, src.ne(d.pad()).sum(1), prev)
+            logits, _ = model(src, lengths, prev)
         mask = tgt.ne(d.pad())
         nll = -logits.float().log_softmax(-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)[mask].mean().item()
         rows.append([m, f"{logits[mask].float().std().item():.2f}", f"{nll / math.log(2):.2f}"])
-    print(f"\nAt init, {args.layers}+{args.layers} layers, {cfg.dim}-d, first {len(sources)} valid pairs of {args.data} "
+    print(f"\nAt init, {args.layers}+{args.layers} layers, {cfg.dim}-d, first {len(tgt)} valid pairs of {args.data} "
           f"(uniform guess: {math.log2(len(d)):.2f} bits; rescale_transformer before its AddBias calibration)\n")
     print(table(["method", "logit sd", "nll (bits per token)"], rows))
 
@@ -402,9 +398,10 @@ def main(argv=None) -> None:
     e.add_argument("--methods", nargs="+", default=["postln", "preln", "dyt", "noln", "rescale"], choices=list(METHODS))
     e.add_argument("--sentences", type=int, default=64)
     args = p.parse_args(argv)
-    if args.part == "init" and not os.path.exists(os.path.join(args.data, "bpe", f"valid.{args.lang}")):
-        p.error(f"{os.path.join(args.data, 'bpe', 'valid.' + args.lang)} not found: --data must be a folder made by "
-                f"python -m projects.translation.prepare_gettext")
+    if args.part == "init":
+        valid = os.path.join(args.data, "data-bin", f"valid.en-{args.lang}.{args.lang}.bin")
+        if not os.path.exists(valid):
+            p.error(f"{valid} not found: --data must be a folder made by python -m projects.translation.prepare_gettext")
     {"probe": probe, "variants": variants, "trained": trained, "init": at_init}[args.part](args)
 
 
