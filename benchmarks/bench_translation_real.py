@@ -555,6 +555,11 @@ def plot_curves(curves: Dict[str, List[dict]], path: str, title: str,
     ``{method: (run, outcome)}`` of methods that failed at every lr, drawn dashed;
     ``plateau``: the word-frequency plateau, a dotted line; ``diverged``: ``{method: what
     to say}`` of methods with no curve at all, named in the legend."""
+    import logging
+
+    # fairseq's import leaves the root logger at DEBUG, where matplotlib's import and font
+    # search print pages
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg")
