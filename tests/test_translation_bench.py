@@ -372,6 +372,8 @@ def test_a_command_is_stopped_without_an_error_when_its_log_says_so(tmp_path):
 
     with pytest.raises(subprocess.TimeoutExpired):
         toy_task.run([sys.executable, "-c", "import time; time.sleep(30)"], log=str(tmp_path / "d.log"), timeout=0.5)
+    with pytest.raises(ValueError, match="log=PATH"):
+        toy_task.run([sys.executable, "-c", "print('done')"], stop=lambda t: True)
 
 
 def _valid_line(update, loss):

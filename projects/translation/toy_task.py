@@ -111,6 +111,8 @@ def run(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float
     With ``stop`` (and ``log``), every ``poll_seconds`` the complete lines of the log are
     passed to it, and the command is terminated, without an error, once it returns True.
     A failure raises with the command and the end of its output."""
+    if stop is not None and log is None:
+        raise ValueError("run(stop=...) reads the command's log: give log=PATH as well")
     if log is None:
         proc = subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env, timeout=timeout)
